@@ -1,0 +1,86 @@
+"""Validation helpers used where user data enters the package.
+
+Each raises with a message that names the argument, the value received and what was expected.
+They read only tensor metadata (shape, dtype, device), never values, so they cost no device sync.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence
+
+import torch
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(map(repr, choices))}.")
+    return value.lower()
+
+
+def check_unit_interval(name: str, value: Any, *, low_open: bool = False) -> float:
+    """``value`` must be a real number in [0, 1] (or (0, 1] when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1]; got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
+    if not ok:
+        raise ValueError(f"{name}={value!r} is out of range; expected a number in {'(0' if low_open else '[0'}, 1].")
+    return value
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; expected a positive integer.")
+    return int(value)
+
+
+def describe(value: Any) -> str:
+    """Short description of a value for error messages: shape and dtype for tensors."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"a {type(value).__module__}.{type(value).__qualname__}" if type(value).__module__ != "builtins" else f"a {type(value).__name__}"
+
+
+def check_images(name: str, x: Any) -> torch.Tensor:
+    """``x`` must be a floating-point tensor of shape (B, C, H, W)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape (B, C, H, W); got {describe(x)}.")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (B, C, H, W); got shape {tuple(x.shape)} ({x.ndim} dims). "
+            "Add a batch dimension with x.unsqueeze(0) for a single image."
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1]; got dtype {x.dtype}. "
+            "Convert integer images first, e.g. x.float() / 255 or "
+            "torchvision.transforms.v2.functional.to_dtype(x, torch.float32, scale=True)."
+        )
+    return x
+
+
+def check_index(name: str, idx: Any, *, size: int, length: Optional[int] = None) -> torch.Tensor:
+    """``idx`` must be a 1-D integer tensor (or sequence of ints) in [0, size), of ``length`` entries if given.
+
+    The range is checked on the host only when ``idx`` already lives there (as DataLoader batches
+    do); an index tensor on an accelerator is bounds-checked by the indexing kernel itself, so that
+    this check never forces a device sync.
+    """
+    if not isinstance(idx, torch.Tensor):
+        try:
+            idx = torch.as_tensor(idx)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a 1-D tensor of sample indices; got {describe(idx)}.") from None
+    if idx.dtype in (torch.bool,) or idx.is_floating_point() or idx.is_complex():
+        raise TypeError(f"{name} must hold integer sample indices; got dtype {idx.dtype}.")
+    if idx.ndim != 1:
+        raise ValueError(f"{name} must be 1-D with one index per sample; got shape {tuple(idx.shape)}.")
+    if length is not None and idx.numel() != length:
+        raise ValueError(f"{name} has {idx.numel()} entries but the batch has {length} samples; expected one index per sample.")
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= size:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{name} contains {bad}, out of range for a bank of {size} samples; expected indices in [0, {size - 1}].")
+    return idx.long()

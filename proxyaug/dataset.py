@@ -1,0 +1,183 @@
+"""ProxyDataset: a thin owner of a MaskBank around any map-style dataset."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from ._checks import check_index, describe
+from .bank import MaskBank
+from .refresh import RefreshReport, refresh
+
+__all__ = ["ProxyDataset"]
+
+
+def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
+    where = f"dataset[{index}]"
+    if isinstance(item, dict):
+        raise TypeError(
+            f"{where} returned a dict with keys {sorted(map(str, item))}; expected (image tensor (C, H, W), label). "
+            "Wrap the dataset so that it returns that pair."
+        )
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        got = f"a {type(item).__name__} of {len(item)} items" if isinstance(item, (tuple, list)) else describe(item)
+        raise TypeError(f"{where} returned {got}; expected (image tensor (C, H, W), label).")
+    x, y = item
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{where} returned an image that is {describe(x)}; expected a float tensor (C, H, W) in [0, 1]. "
+            "Give the base dataset a transform such as torchvision.transforms.ToTensor() "
+            "(or v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))."
+        )
+    if x.ndim != 3 or not x.is_floating_point():
+        raise TypeError(
+            f"{where} returned an image of shape {tuple(x.shape)} and dtype {x.dtype}; expected a float tensor "
+            "(C, H, W) in [0, 1] (convert uint8 images with v2.ToDtype(torch.float32, scale=True))."
+        )
+    label_ok = isinstance(y, numbers.Integral) and not isinstance(y, bool)
+    label_ok = label_ok or (isinstance(y, torch.Tensor) and y.ndim == 0 and not y.is_floating_point() and y.dtype != torch.bool)
+    if not label_ok:
+        raise TypeError(f"{where} returned a label that is {describe(y)}; expected an integer class index.")
+    return x, y
+
+
+class ProxyDataset(Dataset):
+    """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a :class:`MaskBank`.
+
+    The base dataset must return ``(image, label)`` with the image a float tensor ``(C, H, W)``
+    in [0, 1] in a canonical frame (deterministic resize / crop, no random geometry): maps are
+    computed and applied in that frame. Random augmentation belongs after the
+    :class:`~proxyaug.ProxyTransform`. Unknown attributes are forwarded to the base dataset
+    (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
+    is left out of the pickle, since workers never need it and must not hold CUDA tensors.
+
+    Args:
+        dataset: the base dataset, ``dataset[i] -> (image tensor (C, H, W), label)``.
+        bank: an existing bank of ``len(dataset)`` samples; a new one is made when ``None``.
+        resolution: map resolution of a new bank; ``None`` takes the target layer's.
+        device: where a new bank lives (the device your batches are on, e.g. ``"cuda"``).
+        dtype: storage dtype of a new bank's maps.
+
+    Examples:
+        >>> from torch.utils.data import TensorDataset
+        >>> base = TensorDataset(torch.rand(8, 3, 16, 16), torch.arange(8) % 2)
+        >>> ds = ProxyDataset(base)
+        >>> x, y, i = ds[5]
+        >>> x.shape, int(y), i, len(ds), len(ds.bank)
+        (torch.Size([3, 16, 16]), 1, 5, 8, 8)
+        >>> ds.tensors[1].shape  # forwarded to the base dataset
+        torch.Size([8])
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        bank: Optional[MaskBank] = None,
+        *,
+        resolution: Union[Sequence[int], int, None] = None,
+        device: Union[str, torch.device, None] = None,
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(f"dataset must be a map-style dataset with __getitem__ and __len__; got {type(dataset).__name__}.")
+        n = len(dataset)
+        if n < 1:
+            raise ValueError("dataset is empty; expected at least one sample.")
+        if bank is None:
+            bank = MaskBank(n, resolution=resolution, device=device, dtype=dtype)
+        elif not isinstance(bank, MaskBank) or len(bank) != n:
+            got = f"a bank of {len(bank)} samples" if isinstance(bank, MaskBank) else type(bank).__name__
+            raise ValueError(f"bank must be a MaskBank of len(dataset)={n} samples; got {got}.")
+        self.dataset = dataset
+        self.bank = bank
+        self.refreshes = 0
+        self.last_report: Optional[RefreshReport] = None
+        self._wrong: Optional[torch.Tensor] = None  # flags set by observe() since the last refresh
+
+    # -- dataset protocol ------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, Any, int]:
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        x, y = _check_item(self.dataset[index], index)
+        return x, y, index
+
+    def __getattr__(self, name: str) -> Any:
+        dataset = self.__dict__.get("dataset")
+        if dataset is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(dataset, name)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.bank is not None and self.bank.device.type != "cpu":
+            state["bank"] = None
+        if self._wrong is not None and self._wrong.device.type != "cpu":
+            state["_wrong"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{len(self)})"
+
+    # -- Proxy Attention -------------------------------------------------------------------
+    def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
+        """Recompute maps with ``model``: the same as :func:`proxyaug.refresh` ``(model, self, **kwargs)``."""
+        return refresh(model, self, **kwargs)
+
+    def observe(self, idx: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record which samples of a training batch the model got wrong.
+
+        When any were recorded since the last refresh, the next :meth:`refresh` scans only
+        those instead of the whole dataset. Runs on the logits' device without a host sync.
+
+        Args:
+            idx: dataset indices of the batch ``(B,)``.
+            logits: model outputs ``(B, num_classes)``.
+            labels: true classes ``(B,)``.
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = ProxyDataset(TensorDataset(torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long)))
+            >>> ds.observe(torch.tensor([1, 4]), torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]))
+            >>> ds.observed_wrong
+            tensor([4])
+        """
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
+        batch = logits.shape[0]
+        idx = check_index("idx", idx, size=len(self), length=batch).to(logits.device)
+        labels = torch.as_tensor(labels, device=logits.device)
+        if labels.shape != (batch,) or labels.is_floating_point():
+            raise ValueError(f"labels must be {batch} integer class indices; got {describe(labels)}.")
+        if self._wrong is None or self._wrong.device != logits.device:
+            previous = self._wrong
+            self._wrong = torch.zeros(len(self), dtype=torch.bool, device=logits.device)
+            if previous is not None:
+                self._wrong |= previous.to(logits.device)
+        wrong = logits.detach().argmax(dim=1) != labels
+        self._wrong.index_put_((idx,), self._wrong.index_select(0, idx) | wrong)
+
+    @property
+    def observed_wrong(self) -> torch.Tensor:
+        """Indices recorded as wrong by :meth:`observe` since the last refresh (sorted, CPU)."""
+        if self._wrong is None:
+            return torch.empty(0, dtype=torch.long)
+        return self._wrong.nonzero().flatten().cpu()
+
+    def _observed_candidates(self) -> Optional[torch.Tensor]:
+        wrong = self.observed_wrong
+        return wrong if wrong.numel() else None
+
+    def _commit(self, idx: Optional[torch.Tensor], maps: Optional[torch.Tensor], *, reset: bool, report: RefreshReport) -> None:
+        """Called by :func:`refresh` once all maps exist: write them, then start a new round."""
+        if idx is not None:
+            self.bank.put(idx, maps, clear_others=reset)
+        self._wrong = None
+        self.refreshes += 1
+        self.last_report = report
