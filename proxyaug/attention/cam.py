@@ -104,7 +104,9 @@ def compute_cams(
         torch.set_grad_enabled(True)  # record the graph from here on; restored when no_grad exits
         act = output.detach().requires_grad_(True)
         store["act"] = act
-        return act
+        # a clone, so that models applying in-place ops to this output (DenseNet's F.relu(...,
+        # inplace=True)) modify the copy, not the leaf
+        return act.clone()
 
     handle = layer.register_forward_hook(hook)
     try:
@@ -122,7 +124,8 @@ def compute_cams(
             "pass layer= a module on the path from input to output."
         )
     t = _targets(target, logits)
-    score = logits.gather(1, t.view(-1, 1)).sum()
+    with torch.enable_grad():  # the caller may be under no_grad
+        score = logits.gather(1, t.view(-1, 1)).sum()
     (grads,) = torch.autograd.grad(score, act)
     act32, grads32 = act.detach().float(), grads.float()
     weights = weights_fn(act32, grads32)

@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv when missing,
+# installs the project into it (skipped when nothing it depends on changed) and runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.proxyaug-installed
+PIP_FLAGS ?= -qq --disable-pip-version-check
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing proxyaug and its dependencies into $(VENV) (pinned by constraints.txt)..."
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,demo]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,172 @@
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import proxyaug as pa
+from proxyaug.attention import compute_cams, find_target_layer
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """scikit-learn's two bundled photographs at 224 px, plus two noise images, normalised."""
+    from sklearn.datasets import load_sample_images
+
+    real = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in load_sample_images().images])
+    real = nn.functional.interpolate(real, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    x = torch.cat([real, torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+ARCHS = {
+    "timm-resnet18": lambda: timm.create_model("resnet18", num_classes=10),
+    "timm-efficientnet_b0": lambda: timm.create_model("efficientnet_b0", num_classes=10),
+    "tv-mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("method, reference", [("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)])
+def test_matches_pytorch_grad_cam_at_224(arch, method, reference, photos):
+    torch.manual_seed(0)
+    model = ARCHS[arch]()
+    _, layer = find_target_layer(model, photos)
+    for targets in ([1, 3, 5, 7], None):
+        ours = pa.attention_maps(model, photos, method=method, layer=layer, target=targets, size=(224, 224))
+        with reference(model, [layer]) as cam:
+            ref = cam(photos, None if targets is None else [ClassifierOutputTarget(t) for t in targets])
+        assert ours.shape == (4, 224, 224)
+        assert (ours - torch.from_numpy(ref)).abs().max().item() <= 1e-4
+
+
+def test_low_resolution_maps_are_the_layer_resolution(photos):
+    model = timm.create_model("resnet18", num_classes=10)
+    name, _ = find_target_layer(model, photos)
+    maps = pa.attention_maps(model, photos[:2], method="gradcam++")
+    assert name == "layer4" and maps.shape == (2, 7, 7)
+    assert maps.amin(dim=(1, 2)).eq(0).all() and maps.amax(dim=(1, 2)).gt(0.99).all()
+
+
+def test_layer_by_name_and_in_place_consumer():
+    # DenseNet applies F.relu(features, inplace=True) to the target layer's output
+    model = torchvision.models.densenet121(num_classes=3)
+    maps = pa.attention_maps(model, torch.rand(1, 3, 64, 64), layer="features")
+    assert maps.shape == (1, 2, 2) and torch.isfinite(maps).all()
+
+
+def _snapshot(model):
+    return {
+        "training": [m.training for m in model.modules()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "params": [p.detach().clone() for p in model.parameters()],
+        "buffers": [b.clone() for b in model.buffers()],
+    }
+
+
+def _no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_model_left_exactly_as_found(model):
+    # a mixed state: training, with the stem's BatchNorm frozen, a frozen conv and pending gradients
+    model.train()
+    model.features[1].eval()
+    model.features[0].weight.requires_grad_(False)
+    loss = model(torch.rand(4, 3, 16, 16)).sum()
+    loss.backward()  # gradients waiting for optimizer.step()
+    before = _snapshot(model)
+    grad_on = torch.is_grad_enabled()
+    maps = pa.attention_maps(model, torch.rand(5, 3, 16, 16), method="gradcam++")
+    after = _snapshot(model)
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    for a, b in zip(after["grads"], before["grads"]):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(after["params"], before["params"]))
+    assert all(torch.equal(a, b) for a, b in zip(after["buffers"], before["buffers"]))  # BN stats untouched
+    assert _no_hooks(model) and torch.is_grad_enabled() == grad_on
+    assert maps.grad_fn is None and not maps.requires_grad
+
+
+def test_no_graph_is_retained(model):
+    saved = []
+
+    def keep(module, inputs, output):
+        saved.append(weakref.ref(inputs[0]))  # the Linear saves its input for backward
+
+    handle = model.head.register_forward_hook(keep)
+    maps = pa.attention_maps(model, torch.rand(3, 3, 16, 16))
+    handle.remove()
+    gc.collect()
+    assert saved and all(ref() is None for ref in saved)
+    assert maps.shape == (3, 8, 8)
+
+
+def test_frozen_backbone_works(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    maps = pa.attention_maps(model, torch.rand(2, 3, 16, 16))
+    assert maps.shape == (2, 8, 8) and all(p.grad is None for p in model.parameters())
+
+
+def test_no_grad_context_and_grad_mode_restored(model):
+    with torch.no_grad():
+        maps = pa.attention_maps(model, torch.rand(2, 3, 16, 16))
+        assert not torch.is_grad_enabled()
+    assert maps.shape == (2, 8, 8)
+
+
+def test_exception_in_forward_restores_model(model):
+    model.train()
+
+    class Boom(RuntimeError):
+        pass
+
+    def explode(module, inputs, output):
+        raise Boom("forward failed")
+
+    handle = model.head.register_forward_hook(explode)
+    with pytest.raises(Boom):
+        pa.attention_maps(model, torch.rand(2, 3, 16, 16), layer="features")
+    handle.remove()
+    assert all(m.training for m in model.modules()) and _no_hooks(model)
+
+
+def test_target_label_changes_the_map(model):
+    x = torch.rand(4, 3, 16, 16)
+    a = pa.attention_maps(model, x, target=torch.tensor([0, 0, 0, 0]))
+    b = pa.attention_maps(model, x, target=2)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    _, logits = compute_cams(model, x, model.features, "gradcam", None)
+    assert logits.shape == (4, 4) and not logits.requires_grad
+
+
+def test_errors(model):
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"method='scorecam' is not supported; expected one of 'gradcam', 'gradcam\+\+'"):
+        pa.attention_maps(model, x, method="scorecam")
+    with pytest.raises(ValueError, match=r"layer='layer9' is not a module of SmallCNN"):
+        pa.attention_maps(model, x, layer="layer9")
+    with pytest.raises(ValueError, match=r"is not a submodule of SmallCNN"):
+        pa.attention_maps(model, x, layer=nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match=r"target layer Linear returned \(2, 4\); expected a \(B, C, h, w\) tensor"):
+        pa.attention_maps(model, x, layer="head")
+    with pytest.raises(ValueError, match=r"target must be None, an int or 2 class indices"):
+        pa.attention_maps(model, x, target=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
+        pa.attention_maps(model, x[0])
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    with pytest.raises(ValueError, match=r"could not find a target layer in Sequential.*Pass layer="):
+        pa.attention_maps(mlp, x)

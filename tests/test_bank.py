@@ -1,0 +1,95 @@
+import pickle
+
+import pytest
+import torch
+
+from proxyaug import MaskBank
+
+
+def test_put_get_present_clear():
+    bank = MaskBank(10, resolution=(7, 7))
+    maps = torch.rand(3, 7, 7)
+    bank.put(torch.tensor([0, 4, 9]), maps)
+    got, present = bank.get(torch.tensor([4, 1, 9]))
+    assert present.tolist() == [True, False, True]
+    torch.testing.assert_close(got[0], maps[1], atol=1e-3, rtol=0)  # float16 storage
+    assert torch.equal(got[1], torch.zeros(7, 7))
+    assert got.dtype == torch.float32
+    assert bank.present.nonzero().flatten().tolist() == [0, 4, 9]
+    bank.clear()
+    assert not bank.present.any() and bank.resolution == (7, 7)
+
+
+def test_memory_is_about_100_bytes_per_image_at_7x7():
+    bank = MaskBank(1000, resolution=(7, 7))
+    total = sum(b.numel() * b.element_size() for b in bank.buffers())
+    assert bank.nbytes_per_sample == 99 and total == 99_000
+
+
+def test_state_dict_round_trip_and_size_mismatch():
+    bank = MaskBank(6, resolution=(4, 4))
+    bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4))
+    other = MaskBank(6, resolution=None)
+    other.load_state_dict(bank.state_dict())
+    assert torch.equal(other.maps, bank.maps) and torch.equal(other.present, bank.present)
+    assert other.resolution == (4, 4)
+    restored = pickle.loads(pickle.dumps(bank.state_dict()))
+    assert torch.equal(restored["maps"], bank.maps)
+    with pytest.raises(ValueError, match=r"bank of 6 samples but this bank has 5"):
+        MaskBank(5).load_state_dict(bank.state_dict())
+    with pytest.raises(KeyError, match="lacks"):
+        MaskBank(6).load_state_dict({"maps": bank.maps})
+
+
+def test_to_moves_buffers_and_state_dict_keys():
+    bank = MaskBank(4, resolution=(2, 2)).to(torch.float32)
+    assert bank.maps.dtype == torch.float32 and bank.present.dtype == torch.bool
+    assert set(bank.state_dict()) == {"maps", "present"}
+    assert bank.device == torch.device("cpu")
+
+
+def test_lazy_resolution_and_resolution_change():
+    bank = MaskBank(5, resolution=None)
+    assert bank.resolution is None and bank.nbytes_per_sample == 1
+    bank.put(torch.tensor([0]), torch.rand(1, 3, 3))
+    assert bank.resolution == (3, 3)
+    with pytest.raises(ValueError, match=r"resolution \(5, 5\) but the bank stores \(3, 3\)"):
+        bank.put(torch.tensor([1]), torch.rand(1, 5, 5))
+    bank.put(torch.tensor([1]), torch.rand(1, 5, 5), clear_others=True)
+    assert bank.resolution == (5, 5) and bank.present.tolist() == [False, True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    "idx, maps, exc, match",
+    [
+        (torch.tensor([0, 7]), torch.rand(2, 2, 2), IndexError, r"idx contains 7, out of range for a bank of 5 samples"),
+        (torch.tensor([-1]), torch.rand(1, 2, 2), IndexError, r"idx contains -1"),
+        (torch.tensor([0.0]), torch.rand(1, 2, 2), TypeError, r"idx must hold integer sample indices; got dtype torch.float32"),
+        (torch.tensor([0, 1]), torch.rand(3, 2, 2), ValueError, r"idx has 2 entries but the batch has 3"),
+        (torch.tensor([1, 1]), torch.rand(2, 2, 2), ValueError, r"repeated indices"),
+        (torch.tensor([1]), torch.full((1, 2, 2), float("nan")), ValueError, r"NaN or inf"),
+        (torch.tensor([1]), torch.full((1, 2, 2), 2.0), ValueError, r"expected \[0, 1\]"),
+        (torch.tensor([1]), torch.rand(2, 2), ValueError, r"shape \(K, h, w\)"),
+    ],
+)
+def test_bad_put_is_refused_and_leaves_bank_unchanged(idx, maps, exc, match):
+    bank = MaskBank(5, resolution=(2, 2))
+    bank.put(torch.tensor([2]), torch.rand(1, 2, 2))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    with pytest.raises(exc, match=match):
+        bank.put(idx, maps)
+    assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_size(bad):
+    with pytest.raises(ValueError, match=r"num_samples=.* expected a positive integer"):
+        MaskBank(bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bank():
+    bank = MaskBank(4, resolution=(2, 2), device="cuda")
+    bank.put(torch.tensor([1]), torch.rand(1, 2, 2))
+    maps, present = bank.get(torch.tensor([1, 2]))
+    assert maps.is_cuda and present.tolist() == [True, False]

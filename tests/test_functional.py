@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from proxyaug import functional as F
+
+
+def _case(b=3, c=3, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, size, size, generator=g), torch.rand(b, 4, 4, generator=g)
+
+
+def _upsampled(maps, size):
+    # hand computation of the documented semantics: bilinear (align_corners=False), ReLU, min-max
+    m = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False).clamp_min(0)
+    lo = m.amin(dim=(2, 3), keepdim=True)
+    hi = m.amax(dim=(2, 3), keepdim=True)
+    return (m - lo) / (hi - lo + 1e-7)
+
+
+@pytest.mark.parametrize("mode", F.MODES)
+def test_each_mode_matches_hand_computation(mode):
+    x, maps = _case()
+    tau, lam = 0.6, 0.3
+    m = _upsampled(maps, (8, 8))
+    sel = m > tau
+    if mode == "blend":
+        expect = torch.where(sel, (1 - lam * m) * x, x)
+    elif mode == "black":
+        expect = torch.where(sel, torch.zeros_like(x), x)
+    elif mode == "mean":
+        expect = torch.where(sel, x.mean(dim=(2, 3), keepdim=True).expand_as(x), x)
+    else:
+        sigma, r = 1.5, 5  # radius ceil(3 * sigma)
+        k1 = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+        k2 = torch.outer(k1, k1) / k1.sum() ** 2
+        padded = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
+        blurred = torch.nn.functional.conv2d(padded, k2.expand(3, 1, -1, -1), groups=3)
+        expect = torch.where(sel, blurred, x)
+    out = F.replace(x, maps, mode=mode, threshold=tau, weight=lam, blur_sigma=1.5 if mode == "blur" else None)
+    torch.testing.assert_close(out, expect, rtol=0, atol=1e-6)
+    assert sel.any() and (~sel).any()  # the case exercises both branches
+
+
+def test_blend_by_hand_on_a_single_pixel():
+    x = torch.full((1, 1, 2, 2), 0.8)
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # upsampled to itself: only pixel (0, 0) is 1
+    out = F.replace(x, maps, "blend", threshold=0.85, weight=0.1)
+    assert out[0, 0, 0, 0].item() == pytest.approx(0.8 * (1 - 0.1 * 1.0))
+    assert torch.equal(out.flatten()[1:], x.flatten()[1:])
+
+
+def test_p_zero_is_identity_and_threshold_one_changes_nothing():
+    x, maps = _case()
+    assert F.replace(x, maps, "black", p=0.0) is x
+    assert torch.equal(F.replace(x, maps, "black", threshold=1.0), x)
+
+
+def test_all_zero_maps_change_nothing():
+    x, _ = _case()
+    assert torch.equal(F.replace(x, torch.zeros(3, 4, 4), "black", threshold=0.0), x)
+
+
+def test_present_false_samples_unchanged():
+    x, maps = _case()
+    out = F.replace(x, maps, "black", threshold=0.2, present=torch.tensor([True, False, True]))
+    assert torch.equal(out[1], x[1])
+    assert not torch.equal(out[0], x[0])
+
+
+def test_replayed_params_give_equal_output_and_p_selects_samples():
+    x, maps = _case(b=64)
+    g = torch.Generator().manual_seed(1)
+    params = F.sample_params(64, p=0.5, generator=g)
+    a = F.replace(x, maps, "black", threshold=0.3, params=params)
+    b = F.replace(x, maps, "black", threshold=0.3, params=params)
+    assert torch.equal(a, b)
+    changed = (a != x).flatten(1).any(1)
+    assert torch.equal(changed, params["apply"])  # every applied sample has some pixel above 0.3
+    assert 10 < int(params["apply"].sum()) < 54
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_shape_dtype_device_preserved(dtype):
+    x, maps = _case()
+    out = F.replace(x.to(dtype), maps, "blend", threshold=0.5)
+    assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
+
+
+def test_different_image_sizes_and_aspect():
+    x = torch.rand(2, 3, 20, 12)
+    out = F.replace(x, torch.rand(2, 3, 3), "mean", threshold=0.5)
+    assert out.shape == x.shape
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(mode="sepia"), ValueError, r"mode='sepia' is not supported; expected one of 'blend'"),
+        (dict(threshold=1.5), ValueError, r"threshold=1.5 is out of range; expected a number in \[0, 1\]"),
+        (dict(weight=-0.1), ValueError, r"weight=-0.1 is out of range"),
+        (dict(p=2), ValueError, r"p=2.0 is out of range"),
+        (dict(threshold="high"), TypeError, r"threshold must be a number"),
+    ],
+)
+def test_bad_settings(kwargs, exc, match):
+    x, maps = _case()
+    with pytest.raises(exc, match=match):
+        F.replace(x, maps, **kwargs)
+
+
+def test_bad_images():
+    _, maps = _case()
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\); got shape \(3, 8, 8\)"):
+        F.replace(torch.rand(3, 8, 8), maps)
+    with pytest.raises(TypeError, match=r"floating-point.*got dtype torch.uint8"):
+        F.replace(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), maps)
+    with pytest.raises(ValueError, match=r"maps must have shape \(B, h, w\) with B=2"):
+        F.replace(torch.rand(2, 3, 8, 8), maps)

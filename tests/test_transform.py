@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from proxyaug import MaskBank, ProxyTransform
+from proxyaug import functional as F
+
+
+@pytest.fixture
+def bank():
+    bank = MaskBank(6, resolution=(4, 4))
+    bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)))
+    return bank
+
+
+def test_unmapped_samples_pass_through_untouched(bank):
+    x = torch.rand(4, 3, 16, 16)
+    out = ProxyTransform(bank, mode="black", threshold=0.3)(x, torch.tensor([0, 1, 2, 3]))
+    assert torch.equal(out[0], x[0]) and torch.equal(out[2], x[2])
+    assert not torch.equal(out[1], x[1]) and not torch.equal(out[3], x[3])
+
+
+def test_equals_functional_on_bank_maps(bank):
+    x = torch.rand(2, 3, 16, 16)
+    idx = torch.tensor([3, 1])
+    out = ProxyTransform(bank, mode="blend", threshold=0.5, weight=0.4)(x, idx)
+    maps, _ = bank.get(idx)
+    torch.testing.assert_close(out, F.replace(x, maps, "blend", 0.5, 0.4), rtol=0, atol=0)
+
+
+def test_p_zero_identity_and_replayed_params(bank):
+    x = torch.rand(2, 3, 8, 8)
+    idx = torch.tensor([1, 3])
+    assert ProxyTransform(bank, p=0.0)(x, idx) is x
+    proxy = ProxyTransform(bank, mode="mean", threshold=0.2, p=0.5)
+    params = proxy.forward_parameters(2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(proxy(x, idx, params=params), proxy(x, idx, params=params))
+
+
+def test_idx_accepts_lists_and_transform_state(bank):
+    proxy = ProxyTransform(bank)
+    out = proxy(torch.rand(2, 3, 8, 8), [1, 3])
+    assert out.shape == (2, 3, 8, 8)
+    assert set(proxy.state_dict()) == {"bank.maps", "bank.present"}
+    assert "mode='blend'" in repr(proxy)
+
+
+@pytest.mark.parametrize(
+    "idx, exc, match",
+    [
+        (torch.tensor([0, 1, 2]), ValueError, r"idx has 3 entries but the batch has 2 samples"),
+        (torch.tensor([0.0, 1.0]), TypeError, r"idx must hold integer sample indices"),
+        (torch.tensor([0, 6]), IndexError, r"idx contains 6, out of range for a bank of 6 samples; expected indices in \[0, 5\]"),
+        (torch.tensor([[0, 1]]), ValueError, r"idx must be 1-D"),
+        ("ab", TypeError, r"idx must be a 1-D tensor"),
+    ],
+)
+def test_bad_idx(bank, idx, exc, match):
+    with pytest.raises(exc, match=match):
+        ProxyTransform(bank)(torch.rand(2, 3, 8, 8), idx)
+
+
+def test_bad_settings_and_batch(bank):
+    with pytest.raises(ValueError, match=r"mode='negative' is not supported"):
+        ProxyTransform(bank, mode="negative")
+    with pytest.raises(ValueError, match=r"p=1.2 is out of range"):
+        ProxyTransform(bank, p=1.2)
+    with pytest.raises(TypeError, match=r"bank must be a proxyaug.MaskBank"):
+        ProxyTransform(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
+        ProxyTransform(bank)(torch.rand(3, 8, 8), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_mismatch_and_to(bank):
+    proxy = ProxyTransform(bank)
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    with pytest.raises(RuntimeError, match=r"x is on cuda:0 but the bank is on cpu"):
+        proxy(x, torch.tensor([1, 3]))
+    proxy.to("cuda")
+    assert bank.device.type == "cuda" and proxy(x, torch.tensor([1, 3])).is_cuda
