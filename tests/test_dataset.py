@@ -1,0 +1,116 @@
+import pickle
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import proxyaug as pa
+
+
+class Listing(Dataset):
+    """A base dataset yielding fixed items, with an attribute to forward."""
+
+    classes = ["zero", "one"]
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_yields_x_y_idx_and_forwards_attributes(base):
+    ds = pa.ProxyDataset(base)
+    x, y, i = ds[3]
+    assert torch.equal(x, base[3][0]) and int(y) == int(base[3][1]) and i == 3
+    assert ds[-1][2] == 39
+    assert ds.tensors is base.tensors
+    assert pa.ProxyDataset(Listing([(torch.rand(1, 2, 2), 0)])).classes == ["zero", "one"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        ds.nothing
+
+
+def test_pickles_with_its_bank(base):
+    ds = pa.ProxyDataset(base)
+    ds.bank.put(torch.tensor([1]), torch.rand(1, 3, 3))
+    again = pickle.loads(pickle.dumps(ds))
+    assert len(again) == 40 and torch.equal(again.bank.maps, ds.bank.maps)
+    assert torch.equal(again[5][0], ds[5][0])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_workers(base, workers):
+    ds = pa.ProxyDataset(base)
+    loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for x, y, idx in loader:
+        assert x.shape == (8, 3, 16, 16) and idx.dtype == torch.int64
+        assert torch.equal(x, base.tensors[0][idx]) and torch.equal(y, base.tensors[1][idx])
+        seen.append(idx)
+    assert sorted(torch.cat(seen).tolist()) == list(range(40))
+
+
+def test_loop_with_transform_uses_indices(model, base):
+    ds = pa.ProxyDataset(base)
+    ds.refresh(model, fraction=1.0)
+    proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
+    for x, _, idx in DataLoader(ds, batch_size=10):
+        out = proxy(x, idx)
+        present = ds.bank.present[idx]
+        unchanged = (out == x).flatten(1).all(1)
+        assert torch.equal(unchanged[~present], torch.ones_like(unchanged[~present]))
+        assert not unchanged[present].any()
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ({"image": torch.rand(3, 4, 4), "label": 0}, r"dataset\[0\] returned a dict with keys \['image', 'label'\]; expected \(image tensor"),
+        (torch.rand(3, 4, 4), r"dataset\[0\] returned a tensor of shape \(3, 4, 4\).*expected \(image tensor \(C, H, W\), label\)"),
+        ((torch.rand(3, 4, 4),), r"returned a tuple of 1 items"),
+        ((torch.rand(4, 4), 0), r"image of shape \(4, 4\) and dtype torch.float32; expected a float tensor \(C, H, W\)"),
+        ((torch.zeros(3, 4, 4, dtype=torch.uint8), 0), r"dtype torch.uint8.*ToDtype"),
+        ((torch.rand(3, 4, 4), 0.5), r"label that is a float; expected an integer class index"),
+    ],
+)
+def test_bad_items(item, match):
+    with pytest.raises(TypeError, match=match):
+        pa.ProxyDataset(Listing([item]))[0]
+
+
+def test_pil_images_get_a_hint():
+    from PIL import Image
+
+    ds = pa.ProxyDataset(Listing([(Image.new("RGB", (4, 4)), 1)]))
+    with pytest.raises(TypeError, match=r"image that is a PIL.Image.Image.*ToTensor"):
+        ds[0]
+
+
+def test_bad_construction(base):
+    with pytest.raises(TypeError, match="map-style dataset"):
+        pa.ProxyDataset(42)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        pa.ProxyDataset(TensorDataset(torch.empty(0, 3, 2, 2), torch.empty(0)))
+    with pytest.raises(ValueError, match=r"bank must be a MaskBank of len\(dataset\)=40 samples; got a bank of 3"):
+        pa.ProxyDataset(base, bank=pa.MaskBank(3))
+
+
+def test_dataset_changing_length_is_detected(model):
+    items = [(torch.rand(3, 8, 8), i % 4) for i in range(12)]
+    ds = pa.ProxyDataset(Listing(items))
+    items.append((torch.rand(3, 8, 8), 0))
+    with pytest.raises(RuntimeError, match=r"13 samples but its bank was made for 12"):
+        ds.refresh(model)
+
+
+def test_observe_validation(base):
+    ds = pa.ProxyDataset(base)
+    with pytest.raises(ValueError, match=r"logits must be a tensor of shape \(B, num_classes\)"):
+        ds.observe(torch.tensor([0]), torch.rand(4), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"idx has 1 entries but the batch has 2"):
+        ds.observe(torch.tensor([0]), torch.rand(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must be 2 integer class indices"):
+        ds.observe(torch.tensor([0, 1]), torch.rand(2, 4), torch.tensor([0.0, 1.0]))

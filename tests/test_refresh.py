@@ -1,0 +1,185 @@
+import pytest
+import torch
+from torch import nn
+
+import proxyaug as pa
+from proxyaug.refresh import select_subset
+
+from .conftest import predictions
+
+
+def _bank_state(bank):
+    return {k: v.clone() for k, v in bank.state_dict().items()}
+
+
+def test_refresh_fills_exactly_the_chosen_wrong_samples(model, base):
+    ds = pa.ProxyDataset(base)
+    wrong = (predictions(model, base) != base.tensors[1]).nonzero().flatten()
+    assert 5 < wrong.numel() < 40
+    report = ds.refresh(model, fraction=1.0, method="gradcam", batch_size=7)
+    assert torch.equal(ds.bank.present.nonzero().flatten(), wrong)
+    assert (report.scanned, report.wrong, report.chosen, report.written) == (40, wrong.numel(), wrong.numel(), wrong.numel())
+    assert report.source == "all" and report.layer == "features" and report.method == "gradcam"
+    # the stored maps are the model's maps (to float16 storage precision)
+    x = base.tensors[0][wrong]
+    expect = pa.attention_maps(model, x, method="gradcam")
+    stored, present = ds.bank.get(wrong)
+    assert present.all() and (stored - expect).abs().max() < 1e-3
+
+
+def test_fraction_is_a_reproducible_subset(model, base):
+    wrong = (predictions(model, base) != base.tensors[1]).nonzero().flatten()
+    a, b = pa.ProxyDataset(base), pa.ProxyDataset(base)
+    ra = a.refresh(model, fraction=0.2, seed=7)
+    rb = b.refresh(model, fraction=0.2, seed=7)
+    assert torch.equal(ra.indices, rb.indices) and torch.equal(a.bank.maps, b.bank.maps)
+    assert torch.equal(ra.indices, select_subset(wrong, 0.2, 7))
+    assert ra.chosen == max(1, round(0.2 * wrong.numel())) and set(ra.indices.tolist()) <= set(wrong.tolist())
+    assert torch.equal(a.bank.present.nonzero().flatten(), ra.indices)
+
+
+def test_default_seed_follows_the_round(model, base):
+    ds = pa.ProxyDataset(base)
+    r0 = ds.refresh(model, fraction=0.3)
+    r1 = ds.refresh(model, fraction=0.3)
+    wrong = (predictions(model, base) != base.tensors[1]).nonzero().flatten()
+    assert torch.equal(r0.indices, select_subset(wrong, 0.3, 0))
+    assert torch.equal(r1.indices, select_subset(wrong, 0.3, 1))
+    assert ds.refreshes == 2 and ds.last_report is r1
+    # earlier maps are kept unless reset
+    assert set(ds.bank.present.nonzero().flatten().tolist()) == set(r0.indices.tolist()) | set(r1.indices.tolist())
+    r2 = ds.refresh(model, fraction=0.3, reset=True)
+    assert torch.equal(ds.bank.present.nonzero().flatten(), r2.indices)
+
+
+def test_target_label_and_preprocess(model, base):
+    ds = pa.ProxyDataset(base)
+    calls = []
+
+    def preprocess(x):
+        calls.append(x.shape[0])
+        return (x - 0.5) / 0.25
+
+    report = ds.refresh(model, fraction=1.0, target="label", preprocess=preprocess, batch_size=16)
+    assert sum(calls[:3]) == 40  # the scan saw every image, normalised
+    idx = report.indices
+    x = preprocess(base.tensors[0][idx])
+    expect = pa.attention_maps(model, x, method="gradcam++", target=base.tensors[1][idx])
+    stored, _ = ds.bank.get(idx)
+    assert (stored - expect).abs().max() < 1e-3
+
+
+def test_observed_indices_restrict_the_scan(model, base):
+    ds = pa.ProxyDataset(base)
+    model.eval()
+    with torch.no_grad():
+        logits = model(base.tensors[0][:10])
+    ds.observe(torch.arange(10), logits, base.tensors[1][:10])
+    observed = ds.observed_wrong
+    assert torch.equal(observed, (logits.argmax(1) != base.tensors[1][:10]).nonzero().flatten())
+    report = ds.refresh(model, fraction=1.0)
+    assert report.source == "observed" and report.scanned == observed.numel()
+    assert torch.equal(report.indices, observed)
+    assert ds.observed_wrong.numel() == 0  # a new round starts
+    assert ds.refresh(model, fraction=1.0).source == "all"
+
+
+def test_explicit_indices(model, base):
+    ds = pa.ProxyDataset(base)
+    report = ds.refresh(model, indices=range(5), fraction=1.0)
+    assert report.source == "indices" and report.scanned == 5
+    assert set(report.indices.tolist()) <= set(range(5))
+
+
+def test_no_wrong_predictions_is_a_no_op_that_says_so(base):
+    class Oracle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.labels = base.tensors[1]
+
+        def forward(self, x):
+            f = self.conv(x)
+            hit = (x.flatten(1)[:, None, :] == base.tensors[0].flatten(1)[None]).all(-1).float().argmax(1)
+            return nn.functional.one_hot(self.labels[hit], 4).float() * 10 + f.mean((2, 3)) * 0
+
+    ds = pa.ProxyDataset(base)
+    report = ds.refresh(Oracle(), fraction=1.0)
+    assert report.wrong == 0 and report.written == 0 and not ds.bank.present.any()
+    assert "no wrong predictions among 40 scanned images" in str(report)
+
+
+def test_failed_refresh_leaves_bank_model_and_observations_as_they_were(model, base):
+    ds = pa.ProxyDataset(base)
+    ds.refresh(model, fraction=0.5, seed=0)
+    ds.observe(torch.arange(40), torch.rand(40, 4), base.tensors[1])
+    bank_before, observed_before = _bank_state(ds.bank), ds.observed_wrong
+    model.train()
+    model.features[1].eval()
+    flags = [m.training for m in model.modules()]
+    calls = {"n": 0}
+
+    def fail_late(module, inputs, output):
+        calls["n"] += 1
+        # 10 scan batches, 1 layer-detection pass, then the attention batches: fail in the second
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+
+    handle = model.head.register_forward_hook(fail_late)
+    with pytest.raises(KeyboardInterrupt):
+        ds.refresh(model, fraction=1.0, batch_size=4)
+    handle.remove()
+    assert calls["n"] == 13
+    assert all(torch.equal(v, ds.bank.state_dict()[k]) for k, v in bank_before.items())
+    assert torch.equal(ds.observed_wrong, observed_before) and ds.refreshes == 1
+    assert [m.training for m in model.modules()] == flags
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_refresh_between_backward_and_step_keeps_gradients_bit_identical(model, base):
+    ds = pa.ProxyDataset(base)
+    model.train()
+    nn.functional.cross_entropy(model(base.tensors[0][:8]), base.tensors[1][:8]).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    running = model.features[1].running_mean.clone()
+    ds.refresh(model, fraction=1.0)
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(running, model.features[1].running_mean)
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(fraction=0.0), ValueError, r"fraction=0.0 is out of range; expected a number in \(0, 1\]"),
+        (dict(fraction=1.5), ValueError, r"fraction=1.5 is out of range"),
+        (dict(method="eigencam"), ValueError, r"method='eigencam' is not supported"),
+        (dict(select="loss"), ValueError, r"select='loss' is not supported; expected one of 'wrong'"),
+        (dict(target="other"), ValueError, r"target='other' is not supported; expected one of 'pred', 'label'"),
+        (dict(batch_size=0), ValueError, r"batch_size=0 is not valid; expected a positive integer"),
+        (dict(preprocess=3), TypeError, r"preprocess must be callable"),
+        (dict(layer="nope"), ValueError, r"layer='nope' is not a module of SmallCNN"),
+        (dict(indices=[0, 99]), IndexError, r"indices contains 99, out of range"),
+    ],
+)
+def test_bad_arguments(model, base, kwargs, exc, match):
+    ds = pa.ProxyDataset(base)
+    with pytest.raises(exc, match=match):
+        ds.refresh(model, **kwargs)
+    assert not ds.bank.present.any()
+
+
+def test_not_a_proxy_dataset(model, base):
+    with pytest.raises(TypeError, match=r"ds must be a proxyaug.ProxyDataset"):
+        pa.refresh(model, base)
+
+
+def test_model_without_spatial_layer(base):
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    with pytest.raises(ValueError, match=r"could not find a target layer"):
+        pa.ProxyDataset(base).refresh(mlp, fraction=1.0)
+
+
+def test_progress_bar(model, base, capsys):
+    pa.ProxyDataset(base).refresh(model, batch_size=2, progress=True)
+    assert "proxyaug scan" in capsys.readouterr().err
