@@ -9,7 +9,7 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import functional
+from . import functional, viz
 from .attention import attention_maps, find_target_layer
 from .bank import MaskBank
 from .dataset import ProxyDataset
@@ -20,6 +20,7 @@ from .transform import ProxyTransform
 __all__ = [
     "__version__",
     "functional",
+    "viz",
     "MaskBank",
     "ProxyTransform",
     "ProxyDataset",

@@ -96,9 +96,10 @@ class ProxyTransform(nn.Module):
                 f"x is on {x.device} but the bank is on {self.bank.device}; call proxy.to({str(x.device)!r}) "
                 "(or ds.bank.to(...)) once, or move the batch."
             )
-        if params is None and self.p == 0.0:
-            return x
-        maps, present = self.bank.get(check_index("idx", idx, size=len(self.bank), length=x.shape[0]))
+        idx = check_index("idx", idx, size=len(self.bank), length=x.shape[0])
+        if (params is None and self.p == 0.0) or self.bank.resolution is None:
+            return x  # nothing to apply, or a bank that has not received its first maps yet
+        maps, present = self.bank.get(idx)
         return F.replace(
             x, maps, self.mode, self.threshold, self.weight, self.p,
             present=present, params=params, blur_sigma=self.blur_sigma,

@@ -36,6 +36,13 @@ def test_p_zero_identity_and_replayed_params(bank):
     assert torch.equal(proxy(x, idx, params=params), proxy(x, idx, params=params))
 
 
+def test_bank_without_maps_yet_is_identity():
+    x = torch.rand(2, 3, 8, 8)
+    assert ProxyTransform(MaskBank(4, resolution=None))(x, torch.tensor([0, 3])) is x
+    with pytest.raises(IndexError, match="out of range"):
+        ProxyTransform(MaskBank(4, resolution=None))(x, torch.tensor([0, 4]))
+
+
 def test_idx_accepts_lists_and_transform_state(bank):
     proxy = ProxyTransform(bank)
     out = proxy(torch.rand(2, 3, 8, 8), [1, 3])
