@@ -29,7 +29,7 @@ SELECT = ("wrong",)
 TARGETS = ("pred", "label")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class RefreshReport:
     """What one :func:`refresh` did.
 
@@ -209,7 +209,8 @@ def refresh(
     layer_name, module = resolve_layer(model, layer, None) if layer is not None else ("", None)
 
     if indices is not None:
-        candidates, source = check_index("indices", torch.as_tensor(list(indices), dtype=torch.long), size=len(ds)), "indices"
+        given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
+        candidates, source = check_index("indices", given, size=len(ds)).cpu(), "indices"
     else:
         candidates = ds._observed_candidates()
         source = "observed" if candidates is not None else "all"

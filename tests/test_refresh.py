@@ -89,6 +89,8 @@ def test_explicit_indices(model, base):
     report = ds.refresh(model, indices=range(5), fraction=1.0)
     assert report.source == "indices" and report.scanned == 5
     assert set(report.indices.tolist()) <= set(range(5))
+    again = pa.ProxyDataset(base).refresh(model, indices=torch.arange(5), fraction=1.0)
+    assert torch.equal(again.indices, report.indices)
 
 
 def test_no_wrong_predictions_is_a_no_op_that_says_so(base):
