@@ -101,27 +101,19 @@ class ProxySchedule:
         return EverySchedule(n, epochs=epochs)
 
     @staticmethod
-    def on_plateau(
-        patience: int = 2,
-        mode: str = "max",
-        min_delta: float = 0.0,
-        cooldown: int = 0,
-        warmup: int = 0,
-        max_refreshes: Optional[int] = None,
-    ) -> "PlateauSchedule":
+    def on_plateau(*args: Any, **kwargs: Any) -> "PlateauSchedule":
         """Refresh when a validation metric stops improving (the thesis' future work).
 
-        Pass the metric each epoch: ``should_refresh(epoch, metric=val_acc)``. A refresh fires
-        when ``patience`` epochs in a row failed to beat the best value by more than
-        ``min_delta``; the count then restarts, and no refresh fires during the ``cooldown``
-        epochs after one, nor before epoch ``warmup``.
+        Takes the arguments of :class:`PlateauSchedule` (``patience=2, mode="max", min_delta=0.0,
+        cooldown=0, warmup=0, max_refreshes=None``). Pass the metric each epoch:
+        ``should_refresh(epoch, metric=val_acc)``.
 
         Examples:
             >>> s = ProxySchedule.on_plateau(patience=2)
             >>> [s.should_refresh(e, metric=a) for e, a in enumerate([0.5, 0.6, 0.6, 0.59, 0.7])]
             [False, False, False, True, False]
         """
-        return PlateauSchedule(patience, mode, min_delta, cooldown, warmup, max_refreshes)
+        return PlateauSchedule(*args, **kwargs)
 
 
 class FixedSchedule(ProxySchedule):
@@ -156,7 +148,20 @@ class EverySchedule(ProxySchedule):
 
 
 class PlateauSchedule(ProxySchedule):
-    """Refresh when a reported metric stops improving (what :meth:`ProxySchedule.on_plateau` returns)."""
+    """Refresh when a reported metric stops improving (what :meth:`ProxySchedule.on_plateau` returns).
+
+    A refresh fires when ``patience`` epochs in a row failed to beat the best value so far by
+    more than ``min_delta``; the count then restarts, and no refresh fires during the
+    ``cooldown`` epochs after one, before epoch ``warmup``, or after ``max_refreshes``.
+
+    Args:
+        patience: epochs without improvement before a refresh.
+        mode: ``"max"`` for a metric to maximise (accuracy), ``"min"`` for one to minimise (loss).
+        min_delta: smallest change that counts as an improvement.
+        cooldown: epochs after a refresh during which none fires.
+        warmup: first epoch at which a refresh may fire.
+        max_refreshes: stop refreshing after this many.
+    """
 
     def __init__(
         self,
