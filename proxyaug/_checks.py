@@ -42,8 +42,8 @@ def describe(value: Any) -> str:
     return f"a {type(value).__module__}.{type(value).__qualname__}" if type(value).__module__ != "builtins" else f"a {type(value).__name__}"
 
 
-def check_images(name: str, x: Any) -> torch.Tensor:
-    """``x`` must be a floating-point tensor of shape (B, C, H, W)."""
+def check_images(name: str, x: Any, *, allow_uint8: bool = False) -> torch.Tensor:
+    """``x`` must be a tensor of shape (B, C, H, W), floating point (or uint8 where allowed)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of shape (B, C, H, W); got {describe(x)}.")
     if x.ndim != 4:
@@ -51,10 +51,10 @@ def check_images(name: str, x: Any) -> torch.Tensor:
             f"{name} must have shape (B, C, H, W); got shape {tuple(x.shape)} ({x.ndim} dims). "
             "Add a batch dimension with x.unsqueeze(0) for a single image."
         )
-    if not x.is_floating_point():
+    if not x.is_floating_point() and not (allow_uint8 and x.dtype == torch.uint8):
+        expected = "a floating-point tensor with values in [0, 1]" + (" or a uint8 tensor in [0, 255]" if allow_uint8 else "")
         raise TypeError(
-            f"{name} must be a floating-point tensor with values in [0, 1]; got dtype {x.dtype}. "
-            "Convert integer images first, e.g. x.float() / 255 or "
+            f"{name} must be {expected}; got dtype {x.dtype}. Convert it first, e.g. with "
             "torchvision.transforms.v2.functional.to_dtype(x, torch.float32, scale=True)."
         )
     return x

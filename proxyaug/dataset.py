@@ -32,10 +32,10 @@ def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
             "Give the base dataset a transform such as torchvision.transforms.ToTensor() "
             "(or v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))."
         )
-    if x.ndim != 3 or not x.is_floating_point():
+    if x.ndim != 3 or not (x.is_floating_point() or x.dtype == torch.uint8):
         raise TypeError(
-            f"{where} returned an image of shape {tuple(x.shape)} and dtype {x.dtype}; expected a float tensor "
-            "(C, H, W) in [0, 1] (convert uint8 images with v2.ToDtype(torch.float32, scale=True))."
+            f"{where} returned an image of shape {tuple(x.shape)} and dtype {x.dtype}; expected a tensor "
+            "(C, H, W), float in [0, 1] or uint8 in [0, 255] (convert with v2.ToDtype(torch.float32, scale=True))."
         )
     label_ok = isinstance(y, numbers.Integral) and not isinstance(y, bool)
     label_ok = label_ok or (isinstance(y, torch.Tensor) and y.ndim == 0 and not y.is_floating_point() and y.dtype != torch.bool)
@@ -47,8 +47,9 @@ def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
 class ProxyDataset(Dataset):
     """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a :class:`MaskBank`.
 
-    The base dataset must return ``(image, label)`` with the image a float tensor ``(C, H, W)``
-    in [0, 1] in a canonical frame (deterministic resize / crop, no random geometry): maps are
+    The base dataset must return ``(image, label)`` with the image a tensor ``(C, H, W)``, float
+    in [0, 1] or uint8 (then give :func:`~proxyaug.refresh` a ``preprocess`` that converts it, as
+    your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
     :class:`~proxyaug.ProxyTransform`. Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator

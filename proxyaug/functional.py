@@ -56,6 +56,7 @@ def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
     Bilinear interpolation with ``align_corners=False`` (what ``cv2.resize`` does), then ReLU and
     per-image min-max: exactly what pytorch-grad-cam returns for a map of that low resolution.
+    NaN and infinite values count as 0, so they never reach an image.
 
     Args:
         maps: tensor of shape ``(B, h, w)``.
@@ -75,7 +76,8 @@ def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (B, h, w); got shape {tuple(maps.shape)}.")
     size = (int(size[0]), int(size[1]))
-    m = maps.float().unsqueeze(1)
+    # a non-finite value would spread over the whole map through min-max; treat it as "no evidence"
+    m = torch.nan_to_num(maps.float(), nan=0.0, posinf=0.0, neginf=0.0).unsqueeze(1)
     if tuple(m.shape[-2:]) != size:
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
     return normalize_maps(m.clamp_min(0))
@@ -158,10 +160,12 @@ def replace(
     - ``blur``: a Gaussian-blurred copy of the image (Kornia, sigma ``blur_sigma``) on :math:`S`.
 
     Each sample is transformed with probability ``p``; samples whose ``present`` flag is False
-    are returned unchanged, as are all samples when ``p == 0``.
+    are returned unchanged, as are all samples when ``p == 0``. A ``uint8`` batch (values in
+    [0, 255]) is computed in float32 and rounded back to ``uint8``; pixels outside :math:`S`
+    keep their exact values.
 
     Args:
-        x: images of shape ``(B, C, H, W)``, floating point, typically in [0, 1].
+        x: images of shape ``(B, C, H, W)``, floating point (typically in [0, 1]) or ``uint8``.
         maps: low-resolution attention maps of shape ``(B, h, w)`` on ``x``'s device; any
             resolution, they are upsampled to ``(H, W)``.
         mode: one of ``"blend"``, ``"black"``, ``"mean"``, ``"blur"``.
@@ -191,7 +195,7 @@ def replace(
         tensor([[[[0., 1.],
                   [1., 0.]]]])
     """
-    check_images("x", x)
+    check_images("x", x, allow_uint8=True)
     mode = check_choice("mode", mode, MODES)
     threshold = check_unit_interval("threshold", threshold)
     weight = check_unit_interval("weight", weight)
@@ -216,12 +220,14 @@ def replace(
     if apply is not None:
         sel = sel & apply.to(device=x.device, dtype=torch.bool).view(-1, 1, 1, 1)
 
+    work = x if x.is_floating_point() else x.float()
     if mode == "blend":
-        new = (1.0 - weight * m).to(x.dtype) * x
+        new = (1.0 - weight * m).to(work.dtype) * work
     elif mode == "black":
-        new = x.new_zeros(())
+        new = work.new_zeros(())
     elif mode == "mean":
-        new = x.mean(dim=(-2, -1), keepdim=True)
+        new = work.mean(dim=(-2, -1), keepdim=True)
     else:
-        new = _blur(x, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
-    return torch.where(sel, new, x)
+        new = _blur(work, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
+    out = torch.where(sel, new, work)
+    return out if out.dtype == x.dtype else out.round_().clamp_(0, 255).to(x.dtype)

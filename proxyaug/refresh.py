@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 import torch
@@ -37,13 +38,15 @@ class RefreshReport:
         scanned: images whose predictions were checked.
         wrong: of those, predicted wrongly.
         chosen: wrong images selected for a map (``fraction`` of ``wrong``).
-        written: maps written to the bank (equal to ``chosen`` on success).
+        written: maps written to the bank: ``chosen`` less ``skipped``.
         seconds: wall time of the whole refresh.
         scan_seconds: time of the scan (forward passes under ``no_grad``).
         attention_seconds: time spent computing maps.
         method: the CAM method used.
         layer: name of the target layer in ``model.named_modules()``.
         indices: dataset indices that received a map, sorted (CPU ``int64``).
+        skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
+            gradients); they get no map, and a warning says so.
         source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
             when the caller gave them, ``"all"`` for a full scan.
     """
@@ -59,6 +62,7 @@ class RefreshReport:
     layer: str
     indices: torch.Tensor
     source: str
+    skipped: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -227,6 +231,11 @@ def refresh(
         return loader
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
+        if preprocess is None and not x.is_floating_point():
+            raise TypeError(
+                f"the dataset yields {x.dtype} images; pass preprocess= converting them as your training loop "
+                "does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
+            )
         x = x.to(device, non_blocking=True)
         return preprocess(x) if preprocess is not None else x
 
@@ -253,12 +262,24 @@ def refresh(
             maps_parts.append(maps)
     end = time.perf_counter()
 
-    report = RefreshReport(
-        scanned=candidates.numel(), wrong=wrong.numel(), chosen=chosen.numel(), written=chosen.numel(),
-        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end,
-        method=method, layer=layer_name, indices=chosen, source=source,
-    )
     maps = torch.cat(maps_parts) if maps_parts else None
-    ds._commit(chosen if maps is not None else None, maps, reset=reset, report=report)
+    written, skipped = chosen, 0
+    if maps is not None:
+        finite = torch.isfinite(maps).flatten(1).all(dim=1).cpu()
+        skipped = int((~finite).sum())
+        if skipped:
+            warnings.warn(
+                f"{skipped} of {chosen.numel()} attention maps were not finite (NaN or inf in the model's "
+                "activations or gradients at the target layer); those samples get no map this round.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            written, maps = chosen[finite], maps[finite.to(maps.device)]
+    report = RefreshReport(
+        scanned=candidates.numel(), wrong=wrong.numel(), chosen=chosen.numel(), written=written.numel(),
+        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end,
+        method=method, layer=layer_name, indices=written, source=source, skipped=skipped,
+    )
+    ds._commit(written if maps is not None and written.numel() else None, maps, reset=reset, report=report)
     report.seconds = time.perf_counter() - start
     return report

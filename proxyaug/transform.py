@@ -35,7 +35,7 @@ class ProxyTransform(nn.Module):
         blur_sigma: sigma of the ``blur`` mode; default scales with the image size.
 
     Shape:
-        - x: :math:`(B, C, H, W)`, floating point, on the bank's device
+        - x: :math:`(B, C, H, W)`, floating point or uint8, on the bank's device
         - idx: :math:`(B,)` integer dataset indices (on any device)
         - output: :math:`(B, C, H, W)`
 
@@ -90,7 +90,7 @@ class ProxyTransform(nn.Module):
         Returns:
             The transformed batch, same shape, dtype and device as ``x``.
         """
-        check_images("x", x)
+        check_images("x", x, allow_uint8=True)
         if x.device != self.bank.device:
             raise RuntimeError(
                 f"x is on {x.device} but the bank is on {self.bank.device}; call proxy.to({str(x.device)!r}) "

@@ -71,14 +71,28 @@ def test_loop_with_transform_uses_indices(model, base):
         ({"image": torch.rand(3, 4, 4), "label": 0}, r"dataset\[0\] returned a dict with keys \['image', 'label'\]; expected \(image tensor"),
         (torch.rand(3, 4, 4), r"dataset\[0\] returned a tensor of shape \(3, 4, 4\).*expected \(image tensor \(C, H, W\), label\)"),
         ((torch.rand(3, 4, 4),), r"returned a tuple of 1 items"),
-        ((torch.rand(4, 4), 0), r"image of shape \(4, 4\) and dtype torch.float32; expected a float tensor \(C, H, W\)"),
-        ((torch.zeros(3, 4, 4, dtype=torch.uint8), 0), r"dtype torch.uint8.*ToDtype"),
+        ((torch.rand(4, 4), 0), r"image of shape \(4, 4\) and dtype torch.float32; expected a tensor \(C, H, W\)"),
+        ((torch.zeros(3, 4, 4, dtype=torch.int32), 0), r"dtype torch.int32.*float in \[0, 1\] or uint8"),
         ((torch.rand(3, 4, 4), 0.5), r"label that is a float; expected an integer class index"),
     ],
 )
 def test_bad_items(item, match):
     with pytest.raises(TypeError, match=match):
         pa.ProxyDataset(Listing([item]))[0]
+
+
+def test_uint8_images_need_a_converting_preprocess(model):
+    items = [(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8), i % 4) for i in range(12)]
+    ds = pa.ProxyDataset(Listing(items))
+    assert ds[0][0].dtype == torch.uint8
+    with pytest.raises(TypeError, match=r"the dataset yields torch.uint8 images; pass preprocess="):
+        ds.refresh(model)
+    report = ds.refresh(model, fraction=1.0, preprocess=lambda x: x.float() / 255)
+    assert report.written == report.wrong > 0
+    proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
+    x = torch.stack([it[0] for it in items])
+    out = proxy(x, torch.arange(12))
+    assert out.dtype == torch.uint8 and (out != x).any()
 
 
 def test_pil_images_get_a_hint():

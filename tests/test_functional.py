@@ -86,6 +86,28 @@ def test_shape_dtype_device_preserved(dtype):
     assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
+@pytest.mark.parametrize("mode", F.MODES)
+def test_uint8_is_computed_in_float_and_rounded(mode):
+    x, maps = _case()
+    x8 = (x * 255).round().to(torch.uint8)
+    out = F.replace(x8, maps, mode, threshold=0.5, weight=0.5, blur_sigma=1.0)
+    expect = F.replace(x8.float(), maps, mode, threshold=0.5, weight=0.5, blur_sigma=1.0).round().to(torch.uint8)
+    assert out.dtype == torch.uint8 and torch.equal(out, expect)
+    unselected = F.upsample_maps(maps, (8, 8)).le(0.5).expand_as(x8)
+    assert torch.equal(out[unselected], x8[unselected])
+
+
+def test_non_finite_maps_never_reach_the_image():
+    x, maps = _case()
+    maps[0, 1, 1] = float("nan")
+    maps[1, 2, 2] = float("inf")
+    maps[2] = float("-inf")
+    for mode in F.MODES:
+        out = F.replace(x, maps, mode, threshold=0.3)
+        assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(F.replace(x, maps, "black", threshold=0.0)[2], x[2])  # an all-inf map is no evidence
+
+
 def test_different_image_sizes_and_aspect():
     x = torch.rand(2, 3, 20, 12)
     out = F.replace(x, torch.rand(2, 3, 3), "mean", threshold=0.5)
@@ -112,7 +134,7 @@ def test_bad_images():
     _, maps = _case()
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\); got shape \(3, 8, 8\)"):
         F.replace(torch.rand(3, 8, 8), maps)
-    with pytest.raises(TypeError, match=r"floating-point.*got dtype torch.uint8"):
-        F.replace(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), maps)
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor.* or a uint8 tensor in \[0, 255\]; got dtype torch.int32"):
+        F.replace(torch.zeros(3, 3, 8, 8, dtype=torch.int32), maps)
     with pytest.raises(ValueError, match=r"maps must have shape \(B, h, w\) with B=2"):
         F.replace(torch.rand(2, 3, 8, 8), maps)

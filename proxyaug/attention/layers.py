@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
@@ -71,7 +72,7 @@ def resolve_layer(model: nn.Module, layer: Union[str, nn.Module, None], x: Optio
     modules = dict(model.named_modules())
     if isinstance(layer, str):
         if layer not in modules:
-            close = [n for n in modules if n and (layer in n or n in layer)][:5]
+            close = difflib.get_close_matches(layer, [n for n in modules if n], n=5, cutoff=0.6)
             hint = f" Close names: {close}." if close else ""
             raise ValueError(f"layer={layer!r} is not a module of {type(model).__name__}; expected a name from model.named_modules().{hint}")
         return layer, modules[layer]

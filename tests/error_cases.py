@@ -1,0 +1,175 @@
+"""Every bad-input case with the error it must raise: tested by test_errors.py, and rendered as
+the docs' table by ``python -m tests.error_cases > docs/errors.md`` (a test checks it is current).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, List, NamedTuple, Type
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+import proxyaug as pa
+
+
+class Case(NamedTuple):
+    area: str
+    case: str
+    call: Callable[[], object]
+    exc: Type[BaseException]
+    match: str  # regex the message must match
+
+
+class _Items(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+
+def _ds(n: int = 8) -> pa.ProxyDataset:
+    g = torch.Generator().manual_seed(0)
+    return pa.ProxyDataset(TensorDataset(torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)))
+
+
+def _bank() -> pa.MaskBank:
+    bank = pa.MaskBank(6, resolution=(2, 2))
+    bank.put(torch.tensor([1]), torch.rand(1, 2, 2))
+    return bank
+
+
+def _proxy(**kw) -> pa.ProxyTransform:
+    return pa.ProxyTransform(_bank(), **kw)
+
+
+def _x(b: int = 2) -> torch.Tensor:
+    return torch.rand(b, 3, 8, 8)
+
+
+def _pil():
+    from PIL import Image
+
+    return Image.new("RGB", (4, 4))
+
+
+def _changed_length():
+    items = [(torch.rand(3, 8, 8), 0) for _ in range(4)]
+    ds = pa.ProxyDataset(_Items(items))
+    items.append((torch.rand(3, 8, 8), 1))
+    return ds.refresh(_cnn())
+
+
+def _uint8_refresh():
+    ds = pa.ProxyDataset(_Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
+    return ds.refresh(_cnn())
+
+
+class _Segmenter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+CASES: List[Case] = [
+    # settings
+    Case("settings", "unknown mode", lambda: _proxy(mode="sepia"), ValueError, r"mode='sepia' is not supported; expected one of 'blend', 'black', 'mean', 'blur'"),
+    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), method="scorecam"), ValueError, r"method='scorecam' is not supported"),
+    Case("settings", "unknown select", lambda: _ds().refresh(_cnn(), select="loss"), ValueError, r"select='loss' is not supported; expected one of 'wrong'"),
+    Case("settings", "unknown target", lambda: _ds().refresh(_cnn(), target="other"), ValueError, r"target='other' is not supported"),
+    Case("settings", "threshold out of range", lambda: _proxy(threshold=1.5), ValueError, r"threshold=1.5 is out of range; expected a number in \[0, 1\]"),
+    Case("settings", "threshold not a number", lambda: _proxy(threshold="high"), TypeError, r"threshold must be a number in \[0, 1\]; got 'high'"),
+    Case("settings", "weight out of range", lambda: _proxy(weight=-0.1), ValueError, r"weight=-0.1 is out of range"),
+    Case("settings", "p out of range", lambda: _proxy(p=2), ValueError, r"p=2.0 is out of range"),
+    Case("settings", "fraction out of range", lambda: _ds().refresh(_cnn(), fraction=0), ValueError, r"fraction=0.0 is out of range; expected a number in \(0, 1\]"),
+    Case("settings", "blur_sigma not positive", lambda: _proxy(mode="blur", blur_sigma=0), ValueError, r"blur_sigma=0 is not valid"),
+    Case("settings", "batch_size not positive", lambda: _ds().refresh(_cnn(), batch_size=0), ValueError, r"batch_size=0 is not valid; expected a positive integer"),
+    Case("settings", "preprocess not callable", lambda: _ds().refresh(_cnn(), preprocess="normalize"), TypeError, r"preprocess must be callable"),
+    # images
+    Case("images", "batch not (B, C, H, W)", lambda: _proxy()(torch.rand(3, 8, 8), torch.tensor([0, 1, 2])), ValueError, r"x must have shape \(B, C, H, W\); got shape \(3, 8, 8\)"),
+    Case("images", "batch not a tensor", lambda: _proxy()([[0.0]], torch.tensor([0])), TypeError, r"x must be a tensor of shape \(B, C, H, W\); got a list"),
+    Case("images", "integer batch other than uint8", lambda: _proxy()(torch.zeros(2, 3, 8, 8, dtype=torch.int32), torch.tensor([0, 1])), TypeError, r"uint8 tensor in \[0, 255\]; got dtype torch.int32"),
+    # indices
+    Case("indices", "idx of the wrong length", lambda: _proxy()(_x(), torch.tensor([0, 1, 2])), ValueError, r"idx has 3 entries but the batch has 2 samples"),
+    Case("indices", "idx of a float dtype", lambda: _proxy()(_x(), torch.tensor([0.0, 1.0])), TypeError, r"idx must hold integer sample indices; got dtype torch.float32"),
+    Case("indices", "idx negative", lambda: _proxy()(_x(), torch.tensor([-1, 0])), IndexError, r"idx contains -1, out of range for a bank of 6 samples; expected indices in \[0, 5\]"),
+    Case("indices", "idx out of range", lambda: _proxy()(_x(), torch.tensor([0, 6])), IndexError, r"idx contains 6, out of range for a bank of 6 samples"),
+    Case("indices", "idx not 1-D", lambda: _proxy()(_x(), torch.tensor([[0, 1]])), ValueError, r"idx must be 1-D with one index per sample; got shape \(1, 2\)"),
+    Case("indices", "refresh indices out of range", lambda: _ds().refresh(_cnn(), indices=[0, 99]), IndexError, r"indices contains 99, out of range for a bank of 8 samples"),
+    # bank
+    Case("bank", "bank of size zero", lambda: pa.MaskBank(0), ValueError, r"num_samples=0 is not valid; expected a positive integer"),
+    Case("bank", "load_state_dict of another size", lambda: pa.MaskBank(5).load_state_dict(_bank().state_dict()), ValueError, r"state_dict is of a bank of 6 samples but this bank has 5"),
+    Case("bank", "maps with NaN or inf", lambda: _bank().put(torch.tensor([0]), torch.full((1, 2, 2), float("nan"))), ValueError, r"maps contain NaN or inf; expected finite values in \[0, 1\]"),
+    Case("bank", "maps outside [0, 1]", lambda: _bank().put(torch.tensor([0]), torch.full((1, 2, 2), 3.0)), ValueError, r"maps hold values in \[3, 3\]; expected \[0, 1\]"),
+    Case("bank", "maps of another resolution", lambda: _bank().put(torch.tensor([0]), torch.rand(1, 3, 3)), ValueError, r"maps have resolution \(3, 3\) but the bank stores \(2, 2\)"),
+    Case("bank", "repeated indices in put", lambda: _bank().put(torch.tensor([0, 0]), torch.rand(2, 2, 2)), ValueError, r"idx contains repeated indices"),
+    Case("bank", "a transform over something else", lambda: pa.ProxyTransform(torch.zeros(3)), TypeError, r"bank must be a proxyaug.MaskBank"),
+    # dataset
+    Case("dataset", "item is a PIL image", lambda: pa.ProxyDataset(_Items([(_pil(), 0)]))[0], TypeError, r"dataset\[0\] returned an image that is a PIL.Image.Image; expected a float tensor \(C, H, W\) in \[0, 1\]"),
+    Case("dataset", "item is a bare tensor (no label)", lambda: pa.ProxyDataset(_Items([torch.rand(3, 4, 4)]))[0], TypeError, r"dataset\[0\] returned a tensor of shape \(3, 4, 4\)"),
+    Case("dataset", "item is a dict", lambda: pa.ProxyDataset(_Items([{"image": torch.rand(3, 4, 4), "label": 0}]))[0], TypeError, r"returned a dict with keys \['image', 'label'\]"),
+    Case("dataset", "label is not a class index", lambda: pa.ProxyDataset(_Items([(torch.rand(3, 4, 4), 0.5)]))[0], TypeError, r"label that is a float; expected an integer class index"),
+    Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
+    Case("dataset", "dataset changed length", _changed_length, RuntimeError, r"the dataset has 5 samples but its bank was made for 4"),
+    Case("dataset", "empty dataset", lambda: pa.ProxyDataset(_Items([])), ValueError, r"dataset is empty"),
+    Case("dataset", "refresh on a plain dataset", lambda: pa.refresh(_cnn(), TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset"),
+    # model
+    Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),
+    Case("model", "layer name not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer="layer4"), ValueError, r"layer='layer4' is not a module of Sequential"),
+    Case("model", "layer module not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer=nn.Conv2d(3, 3, 1)), ValueError, r"layer=Conv2d is not a submodule of Sequential"),
+    Case("model", "layer without a spatial output", lambda: pa.attention_maps(_cnn(), _x(), layer="4"), ValueError, r"the target layer Linear returned \(2, 3\); expected a \(B, C, h, w\) tensor"),
+    Case("model", "model output is not logits", lambda: pa.attention_maps(_Segmenter(), _x(), layer="conv"), ValueError, r"the model returned \(2, 3, 8, 8\); expected logits of shape \(B, num_classes\)"),
+    Case("model", "target class out of range", lambda: pa.attention_maps(_cnn(), _x(), target=7), ValueError, r"target holds classes in \[7, 7\] but the model has 3 outputs"),
+    # schedule
+    Case("schedule", "malformed schedule element", lambda: pa.ProxySchedule.parse("5,q,4"), ValueError, r"spec element 1 is 'q'; expected a positive number of epochs or 'p'"),
+    Case("schedule", "empty schedule", lambda: pa.ProxySchedule.parse(""), ValueError, r"spec='' is empty"),
+    Case("schedule", "schedule of another type", lambda: pa.ProxySchedule.parse(5), TypeError, r"spec must be a string like '5,p,9,p,4'"),
+    Case("schedule", "every(0)", lambda: pa.ProxySchedule.every(0), ValueError, r"n=0 is not valid; expected a positive integer"),
+    Case("schedule", "negative epoch", lambda: pa.ProxySchedule.parse("2,p").should_refresh(-1), ValueError, r"epoch=-1 is not valid"),
+    Case("schedule", "on_plateau without a metric", lambda: pa.ProxySchedule.on_plateau().should_refresh(0), ValueError, r"metric=None is not valid; an on_plateau schedule needs a finite number"),
+]
+
+
+def message(case: Case) -> str:
+    try:
+        case.call()
+    except case.exc as err:  # noqa: PERF203
+        return str(err)
+    raise AssertionError(f"{case.case}: no {case.exc.__name__} raised")
+
+
+def render() -> str:
+    lines = [
+        "# Errors",
+        "",
+        "Every bad input proxyaug refuses, with the exact message it gives. Generated by",
+        "`python -m tests.error_cases > docs/errors.md` from the cases that `tests/test_errors.py` runs;",
+        "a test fails when this page and the code disagree.",
+        "",
+        "A batch on another device than the bank raises `RuntimeError: x is on cuda:0 but the bank is on",
+        "cpu; call proxy.to('cuda:0') ...` (tested where CUDA is present).",
+        "",
+        "| area | case | raises | message |",
+        "|---|---|---|---|",
+    ]
+    for case in CASES:
+        text = message(case).replace("|", "\\|")
+        lines.append(f"| {case.area} | {case.case} | `{case.exc.__name__}` | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

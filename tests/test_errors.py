@@ -1,0 +1,16 @@
+import pathlib
+
+import pytest
+
+from .error_cases import CASES, render
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.area}: {c.case}" for c in CASES])
+def test_bad_input_gets_a_clear_error(case):
+    with pytest.raises(case.exc, match=case.match):
+        case.call()
+
+
+def test_docs_table_is_current():
+    page = pathlib.Path(__file__).parent.parent / "docs" / "errors.md"
+    assert page.read_text() == render(), "docs/errors.md is stale: run python -m tests.error_cases > docs/errors.md"

@@ -1,0 +1,106 @@
+"""Properties of the per-batch path that must hold for every input (hypothesis)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import proxyaug as pa
+from proxyaug import functional as F
+from proxyaug.refresh import select_subset
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+@st.composite
+def batches(draw):
+    """Images in [0, 1] of random batch, channels and size, with low-resolution maps."""
+    b = draw(st.integers(1, 4))
+    c = draw(st.sampled_from([1, 3]))
+    h, w = draw(st.integers(2, 20)), draw(st.integers(2, 20))
+    mh, mw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, c, h, w, generator=g)
+    if draw(st.booleans()):  # saturated pixels
+        x = (x > 0.5).float()
+    maps = torch.rand(b, mh, mw, generator=g) * draw(st.sampled_from([1.0, 1e-3, 1e3]))
+    return x, maps
+
+
+modes = st.sampled_from(F.MODES)
+unit = st.floats(0.0, 1.0, allow_nan=False)
+dtypes = st.sampled_from([torch.float32, torch.float64, torch.float16, torch.uint8])
+
+
+@SETTINGS
+@given(batches(), modes, unit, unit, unit, dtypes)
+def test_shape_dtype_device_preserved(case, mode, threshold, weight, p, dtype):
+    x, maps = case
+    x = (x * 255).round().to(dtype) if dtype == torch.uint8 else x.to(dtype)
+    out = F.replace(x, maps, mode, threshold, weight, p, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+
+
+@SETTINGS
+@given(batches(), modes, unit, unit)
+def test_identities(case, mode, threshold, weight):
+    x, maps = case
+    assert torch.equal(F.replace(x, maps, mode, threshold, weight, p=0.0), x)
+    assert torch.equal(F.replace(x, torch.zeros_like(maps), mode, threshold, weight), x)
+    assert torch.equal(F.replace(x, maps, mode, 1.0, weight), x)
+    present = torch.zeros(x.shape[0], dtype=torch.bool)
+    assert torch.equal(F.replace(x, maps, mode, threshold, weight, present=present), x)
+
+
+@SETTINGS
+@given(batches(), modes, unit, unit)
+def test_outputs_stay_in_unit_range(case, mode, threshold, weight):
+    x, maps = case
+    out = F.replace(x, maps, mode, threshold, weight)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@SETTINGS
+@given(batches(), unit, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_blend_moves_pixels_monotonically_toward_zero(case, threshold, w1, w2):
+    x, maps = case
+    lo, hi = sorted((w1, w2))
+    a = F.replace(x, maps, "blend", threshold, lo)
+    b = F.replace(x, maps, "blend", threshold, hi)
+    assert (b <= a).all() and (a <= x).all()
+
+
+@SETTINGS
+@given(batches(), modes, unit, st.floats(0.01, 0.99), st.integers(0, 2**31 - 1))
+def test_same_seed_same_output(case, mode, threshold, p, seed):
+    x, maps = case
+    a = F.replace(x, maps, mode, threshold, 0.5, p, generator=torch.Generator().manual_seed(seed))
+    b = F.replace(x, maps, mode, threshold, 0.5, p, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(a, b)
+
+
+@SETTINGS
+@given(st.integers(1, 60), st.floats(0.01, 1.0), st.integers(0, 2**31 - 1))
+def test_same_seed_same_selection(n, fraction, seed):
+    wrong = torch.randperm(200, generator=torch.Generator().manual_seed(n))[:n].sort().values
+    a, b = select_subset(wrong, fraction, seed), select_subset(wrong, fraction, seed)
+    assert torch.equal(a, b) and a.numel() == max(1, int(fraction * n + 0.5))
+    assert set(a.tolist()) <= set(wrong.tolist()) and torch.equal(a, a.sort().values)
+
+
+def test_refresh_with_the_same_seed_is_reproducible(model, base):
+    a, b = pa.ProxyDataset(base), pa.ProxyDataset(base)
+    ra, rb = a.refresh(model, seed=3), b.refresh(model, seed=3)
+    assert torch.equal(ra.indices, rb.indices) and torch.equal(a.bank.maps, b.bank.maps)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (24, 20), (9, 31)])
+def test_batches_of_other_sizes_than_earlier_ones(model, base, size):
+    ds = pa.ProxyDataset(base)
+    ds.refresh(model, fraction=1.0)
+    proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
+    idx = ds.bank.present.nonzero().flatten()[:4]
+    x = torch.rand(len(idx), 3, *size)
+    out = proxy(x, idx)
+    assert out.shape == x.shape and (out != x).flatten(1).any(1).all()
