@@ -7,6 +7,7 @@ import weakref
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 import proxyaug as pa
@@ -30,6 +31,8 @@ def test_a_fault_anywhere_leaves_everything_as_it_was(model, base, phase_call, e
     ds.refresh(model, fraction=0.5, seed=1)
     state = {k: v.clone() for k, v in ds.bank.state_dict().items()}
     model.train()
+    nn.functional.cross_entropy(model(base.tensors[0][:8]), base.tensors[1][:8]).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
     calls = {"n": 0}
 
     def fault(module, inputs, output):
@@ -44,6 +47,7 @@ def test_a_fault_anywhere_leaves_everything_as_it_was(model, base, phase_call, e
     assert all(torch.equal(v, ds.bank.state_dict()[k]) for k, v in state.items())
     assert ds.refreshes == 1 and all(m.training for m in model.modules())
     assert all(not m._forward_hooks for m in model.modules()) and torch.is_grad_enabled()
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
 
 
 def test_no_tensor_saved_for_backward_outlives_a_refresh(model, base):
