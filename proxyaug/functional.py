@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_images, check_unit_interval, describe
 
-__all__ = ["MODES", "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma"]
+__all__ = ["MODES", "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma", "gaussian_blur"]
 
 MODES: Tuple[str, ...] = ("blend", "black", "mean", "blur")
 """The replacement modes :func:`replace` supports."""
@@ -126,7 +126,14 @@ def default_blur_sigma(size: Sequence[int]) -> float:
     return max(1.0, min(int(size[0]), int(size[1])) / 32.0)
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``(B, C, H, W)`` images with Kornia: radius ``ceil(3 * sigma)`` (capped to
+    fit the image), reflect padding.
+
+    Examples:
+        >>> gaussian_blur(torch.ones(1, 1, 5, 5), 1.0).allclose(torch.ones(1, 1, 5, 5))
+        True
+    """
     radius = int(math.ceil(3.0 * sigma))
     # reflect padding needs the kernel to fit in the image
     radius = max(1, min(radius, x.shape[-2] - 1, x.shape[-1] - 1)) if min(x.shape[-2:]) > 1 else 0
@@ -228,6 +235,6 @@ def replace(
     elif mode == "mean":
         new = work.mean(dim=(-2, -1), keepdim=True)
     else:
-        new = _blur(work, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
+        new = gaussian_blur(work, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
     out = torch.where(sel, new, work)
     return out if out.dtype == x.dtype else out.round_().clamp_(0, 255).to(x.dtype)

@@ -20,13 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._checks import check_choice, check_index, check_positive_int, check_unit_interval
-from .attention._state import eval_mode
-from .attention.cam import compute_cams, method_name
-from .attention.layers import resolve_layer
+from .attention._state import eval_mode, unwrap
+from .attention.cam import _logits, compute_cams, resolve_method
+from .attention.layers import LayerSpec, Reshape, resolve_layers
+from .selection import SELECT, choose, scores
 
-__all__ = ["RefreshReport", "refresh", "select_subset"]
+__all__ = ["RefreshReport", "refresh"]
 
-SELECT = ("wrong",)
 TARGETS = ("pred", "label")
 
 
@@ -37,13 +37,14 @@ class RefreshReport:
     Attributes:
         scanned: images whose predictions were checked.
         wrong: of those, predicted wrongly.
-        chosen: wrong images selected for a map (``fraction`` of ``wrong``).
+        chosen: images selected for a map (``fraction`` of ``wrong``, by the ``select`` policy).
         written: maps written to the bank: ``chosen`` less ``skipped``.
         seconds: wall time of the whole refresh.
         scan_seconds: time of the scan (forward passes under ``no_grad``).
         attention_seconds: time spent computing maps.
         method: the CAM method used.
-        layer: name of the target layer in ``model.named_modules()``.
+        layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
+        select: the selection policy.
         indices: dataset indices that received a map, sorted (CPU ``int64``).
         skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
             gradients); they get no map, and a warning says so.
@@ -63,6 +64,7 @@ class RefreshReport:
     indices: torch.Tensor
     source: str
     skipped: int = 0
+    select: str = "wrong"
 
     @property
     def images_per_s(self) -> float:
@@ -82,22 +84,6 @@ class RefreshReport:
             f"wrote {self.written} {self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
             f"({self.images_per_s:.0f} images/s)"
         )
-
-
-def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Pick ``round(fraction * len(indices))`` (at least one) of ``indices``, reproducibly from ``seed``.
-
-    Examples:
-        >>> select_subset(torch.arange(10, 20), 0.3, seed=0)
-        tensor([11, 14, 17])
-    """
-    n = indices.numel()
-    if n == 0:
-        return indices
-    k = max(1, math.floor(fraction * n + 0.5))
-    gen = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(n, generator=gen)[:k]
-    return indices[perm].sort().values
 
 
 class _Items(Dataset):
@@ -131,11 +117,11 @@ def _labels(y: Any) -> torch.Tensor:
 def refresh(
     model: nn.Module,
     ds: Any,
-    method: str = "gradcam++",
+    method: Any = "gradcam++",
     fraction: float = 0.2,
     select: str = "wrong",
     target: str = "pred",
-    layer: Union[str, nn.Module, None] = None,
+    layer: LayerSpec = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     batch_size: int = 128,
     *,
@@ -145,26 +131,33 @@ def refresh(
     num_workers: int = 0,
     device: Union[str, torch.device, None] = None,
     progress: Optional[bool] = None,
+    reshape: Optional[Reshape] = None,
+    logits: Optional[Callable[[Any], torch.Tensor]] = None,
+    eigen_smooth: bool = False,
+    smooth_sigma: Optional[float] = None,
 ) -> RefreshReport:
     """Recompute attention maps for a fraction of the training images the model gets wrong.
 
     1. **Scan**: predict the candidate images in eval mode under ``no_grad``, in batches. The
        candidates are ``indices`` if given, else the indices that :meth:`ProxyDataset.observe`
        recorded as wrong since the last refresh, else the whole dataset.
-    2. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``.
+    2. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
+       (``select="wrong"``); other policies (``"loss"``, ``"margin"``, ``"entropy"``, ``"random"``)
+       choose as many images by their own rule, see :mod:`proxyaug.selection`.
     3. **Attention**: native batched maps (``method``) at ``layer`` for the chosen images, for the
        predicted class (``target="pred"``, the thesis' choice) or the label.
     4. **Commit**: the new maps go into ``ds.bank`` in one step; other samples keep their earlier
        maps unless ``reset``.
 
     Args:
-        model: the classifier being trained; left exactly as found.
+        model: the classifier being trained; left exactly as found (DDP, DataParallel and
+            ``torch.compile`` wrappers are looked through).
         ds: a :class:`~proxyaug.ProxyDataset`.
-        method: ``"gradcam++"`` (thesis default) or ``"gradcam"``.
+        method: ``"gradcam++"`` (thesis default) or any method :func:`~proxyaug.attention_maps` takes.
         fraction: share of the wrong images that get a map, in (0, 1] (thesis: 0.2).
-        select: which images are candidates for a map; ``"wrong"``.
+        select: ``"wrong"`` (thesis), ``"loss"``, ``"margin"``, ``"entropy"`` or ``"random"``.
         target: ``"pred"`` or ``"label"``: the class whose evidence the map shows.
-        layer: target layer (module or name); ``None`` finds the last spatial layer.
+        layer: target layer(s) (module, name or list); ``None`` finds it.
         preprocess: applied to each batch on the device before the model (e.g. normalisation),
             so the model sees what it sees in training.
         batch_size: images per forward pass.
@@ -175,6 +168,7 @@ def refresh(
         num_workers: DataLoader workers used to read images.
         device: where to run the model; defaults to the device of its parameters.
         progress: show a tqdm progress bar; ``None`` shows one for scans of 20 batches or more.
+        reshape, logits, eigen_smooth, smooth_sigma: as in :func:`~proxyaug.attention_maps`.
 
     Returns:
         A :class:`RefreshReport`.
@@ -192,15 +186,18 @@ def refresh(
         True
     """
     start = time.perf_counter()
-    method = method_name(method)
+    method, cam_class = resolve_method(method)
     fraction = check_unit_interval("fraction", fraction, low_open=True)
-    check_choice("select", select, SELECT)
+    select = check_choice("select", select, SELECT)
+    if smooth_sigma is not None and not smooth_sigma > 0:
+        raise ValueError(f"smooth_sigma={smooth_sigma!r} is not valid; expected a positive number or None.")
     target = check_choice("target", target, TARGETS)
     batch_size = check_positive_int("batch_size", batch_size)
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable (e.g. torchvision.transforms.v2.Normalize); got {type(preprocess).__name__}.")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    model = unwrap(model)
     bank = getattr(ds, "bank", None)
     if bank is None or not hasattr(ds, "_observed_candidates"):
         raise TypeError(f"ds must be a proxyaug.ProxyDataset holding its bank; got {type(ds).__name__}.")
@@ -210,7 +207,7 @@ def refresh(
             "changed length. Build a new ProxyDataset for the new data."
         )
     device = torch.device(device) if device is not None else _model_device(model)
-    layer_name, module = resolve_layer(model, layer, None) if layer is not None else ("", None)
+    layers = resolve_layers(model, layer, None, reshape) if layer is not None else None
 
     if indices is not None:
         given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
@@ -240,26 +237,36 @@ def refresh(
         return preprocess(x) if preprocess is not None else x
 
     with eval_mode(model):
+        idx_parts: List[torch.Tensor] = []
         wrong_parts: List[torch.Tensor] = []
+        score_parts: List[torch.Tensor] = []
         with torch.no_grad():
             for x, y, i in batches(candidates, "proxyaug scan"):
-                logits = model(prepare(x))
-                if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                    raise ValueError(f"the model returned {type(logits).__name__}; expected logits of shape (B, num_classes).")
-                pred = logits.argmax(dim=1).cpu()
-                wrong_parts.append(i[pred != _labels(y)])
+                lg = _logits(model(prepare(x)), logits)
+                y = _labels(y)
+                idx_parts.append(i)
+                wrong_parts.append(lg.argmax(dim=1).cpu() != y)
+                s = scores(select, lg, y)
+                if s is not None:
+                    score_parts.append(s)
         scan_end = time.perf_counter()
-        wrong = torch.cat(wrong_parts) if wrong_parts else torch.empty(0, dtype=torch.long)
-        chosen = select_subset(wrong, fraction, ds.refreshes if seed is None else seed)
+        scanned = torch.cat(idx_parts) if idx_parts else torch.empty(0, dtype=torch.long)
+        wrong_mask = torch.cat(wrong_parts) if wrong_parts else torch.empty(0, dtype=torch.bool)
+        score = torch.cat(score_parts) if score_parts else None
+        chosen = choose(select, scanned, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
 
         maps_parts: List[torch.Tensor] = []
         for x, y, _ in batches(chosen, "proxyaug maps"):
             x = prepare(x)
-            if module is None:
-                layer_name, module = resolve_layer(model, None, x)
+            if layers is None:
+                layers = resolve_layers(model, None, x, reshape)
             cls = _labels(y).to(device) if target == "label" else None
-            maps, _ = compute_cams(model, x, module, method, cls)
-            maps_parts.append(maps)
+            maps_parts.append(
+                compute_cams(
+                    model, x, layers, method, cls, cam_class=cam_class, logits=logits,
+                    eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
+                )
+            )
     end = time.perf_counter()
 
     maps = torch.cat(maps_parts) if maps_parts else None
@@ -276,9 +283,10 @@ def refresh(
             )
             written, maps = chosen[finite], maps[finite.to(maps.device)]
     report = RefreshReport(
-        scanned=candidates.numel(), wrong=wrong.numel(), chosen=chosen.numel(), written=written.numel(),
-        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end,
-        method=method, layer=layer_name, indices=written, source=source, skipped=skipped,
+        scanned=candidates.numel(), wrong=int(wrong_mask.sum()), chosen=chosen.numel(), written=written.numel(),
+        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=method,
+        layer=",".join(t.name for t in layers) if layers else "", indices=written, source=source,
+        skipped=skipped, select=select,
     )
     ds._commit(written if maps is not None and written.numel() else None, maps, reset=reset, report=report)
     report.seconds = time.perf_counter() - start

@@ -84,11 +84,16 @@ class _Segmenter(nn.Module):
         return self.conv(x)
 
 
+class _SetOut(_Segmenter):
+    def forward(self, x):
+        return {self.conv(x).mean()}
+
+
 CASES: List[Case] = [
     # settings
     Case("settings", "unknown mode", lambda: _proxy(mode="sepia"), ValueError, r"mode='sepia' is not supported; expected one of 'blend', 'black', 'mean', 'blur'"),
-    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), method="scorecam"), ValueError, r"method='scorecam' is not supported"),
-    Case("settings", "unknown select", lambda: _ds().refresh(_cnn(), select="loss"), ValueError, r"select='loss' is not supported; expected one of 'wrong'"),
+    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), method="nocam"), ValueError, r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*\(native\) or a pytorch-grad-cam method: .*scorecam"),
+    Case("settings", "unknown select", lambda: _ds().refresh(_cnn(), select="hardest"), ValueError, r"select='hardest' is not supported; expected one of 'wrong', 'loss', 'margin', 'entropy', 'random'"),
     Case("settings", "unknown target", lambda: _ds().refresh(_cnn(), target="other"), ValueError, r"target='other' is not supported"),
     Case("settings", "threshold out of range", lambda: _proxy(threshold=1.5), ValueError, r"threshold=1.5 is out of range; expected a number in \[0, 1\]"),
     Case("settings", "threshold not a number", lambda: _proxy(threshold="high"), TypeError, r"threshold must be a number in \[0, 1\]; got 'high'"),
@@ -130,8 +135,13 @@ CASES: List[Case] = [
     Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),
     Case("model", "layer name not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer="layer4"), ValueError, r"layer='layer4' is not a module of Sequential"),
     Case("model", "layer module not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer=nn.Conv2d(3, 3, 1)), ValueError, r"layer=Conv2d is not a submodule of Sequential"),
-    Case("model", "layer without a spatial output", lambda: pa.attention_maps(_cnn(), _x(), layer="4"), ValueError, r"the target layer Linear returned \(2, 3\); expected a \(B, C, h, w\) tensor"),
+    Case("model", "layer without a spatial output", lambda: pa.attention_maps(_cnn(), _x(), layer="4"), ValueError, r"the target layer '4' \(Linear\) returned \(2, 3\); expected a \(B, C, h, w\) tensor.*reshape="),
     Case("model", "model output is not logits", lambda: pa.attention_maps(_Segmenter(), _x(), layer="conv"), ValueError, r"the model returned \(2, 3, 8, 8\); expected logits of shape \(B, num_classes\)"),
+    Case("model", "layer list empty", lambda: pa.attention_maps(_cnn(), _x(), layer=[]), ValueError, r"layer=\[\] is empty"),
+    Case("model", "reshape not callable", lambda: pa.attention_maps(_cnn(), _x(), reshape=3), TypeError, r"reshape must be a callable"),
+    Case("model", "output holds no logits", lambda: pa.attention_maps(_SetOut(), _x(), layer="conv"), TypeError, r"the model returned a set; expected logits.*Pass logits="),
+    Case("model", "smooth_sigma not positive", lambda: pa.attention_maps(_cnn(), _x(), smooth_sigma=-1.0), ValueError, r"smooth_sigma=-1.0 is not valid"),
+    Case("model", "method given as a class that is not a CAM", lambda: pa.attention_maps(_cnn(), _x(), method=nn.Conv2d), TypeError, r"method=Conv2d is not a pytorch-grad-cam CAM class"),
     Case("model", "target class out of range", lambda: pa.attention_maps(_cnn(), _x(), target=7), ValueError, r"target holds classes in \[7, 7\] but the model has 3 outputs"),
     # schedule
     Case("schedule", "malformed schedule element", lambda: pa.ProxySchedule.parse("5,q,4"), ValueError, r"spec element 1 is 'q'; expected a positive number of epochs or 'p'"),

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import proxyaug as pa
 from proxyaug import functional as F
-from proxyaug.refresh import select_subset
+from proxyaug.selection import select_subset
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import proxyaug as pa
-from proxyaug.refresh import select_subset
+from proxyaug.selection import select_subset
 
 from .conftest import predictions
 
@@ -155,8 +155,8 @@ def test_refresh_between_backward_and_step_keeps_gradients_bit_identical(model, 
     [
         (dict(fraction=0.0), ValueError, r"fraction=0.0 is out of range; expected a number in \(0, 1\]"),
         (dict(fraction=1.5), ValueError, r"fraction=1.5 is out of range"),
-        (dict(method="eigencam"), ValueError, r"method='eigencam' is not supported"),
-        (dict(select="loss"), ValueError, r"select='loss' is not supported; expected one of 'wrong'"),
+        (dict(method="nocam"), ValueError, r"method='nocam' is not supported"),
+        (dict(select="hardest"), ValueError, r"select='hardest' is not supported; expected one of 'wrong'"),
         (dict(target="other"), ValueError, r"target='other' is not supported; expected one of 'pred', 'label'"),
         (dict(batch_size=0), ValueError, r"batch_size=0 is not valid; expected a positive integer"),
         (dict(preprocess=3), TypeError, r"preprocess must be callable"),

@@ -22,3 +22,38 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module that does the work inside DistributedDataParallel, DataParallel and torch.compile.
+
+    Hooks go on the inner module's layers and the forward runs on it directly: a compiled graph
+    does not call Python hooks reliably, and a DDP forward may broadcast buffers (a collective)
+    that a refresh on one rank's share must not trigger.
+    """
+    seen = set()
+    while id(model) not in seen:
+        seen.add(id(model))
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+    return model
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, and every parameter's ``.grad`` and ``requires_grad`` restored afterwards.
+
+    For code that is not ours (pytorch-grad-cam calls ``model.zero_grad()`` and ``backward()``).
+    """
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    flags = [p.requires_grad for p in params]
+    try:
+        with eval_mode(model):
+            yield model
+    finally:
+        for p, g, f in zip(params, grads, flags):
+            p.grad = g
+            p.requires_grad_(f)

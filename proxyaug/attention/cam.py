@@ -1,161 +1,283 @@
-"""Native batched class activation maps (Grad-CAM, Grad-CAM++) in torch.
+"""Batched class activation maps in torch, native or through pytorch-grad-cam.
 
-How a map is computed, and why it costs about one forward pass:
+How a native map is computed, and why it costs about one forward pass:
 
-1. A forward hook on the target layer replaces its output ``A`` by ``A.detach().requires_grad_()``
-   and turns gradient recording on from there. Everything before the layer runs under
-   ``no_grad`` (as plain inference), and only the part after it builds a graph.
-2. ``torch.autograd.grad`` of the sum of the selected logits with respect to ``A`` alone: no
-   gradient flows into any parameter, so ``.grad`` fields are never written and frozen
-   backbones work unchanged.
-3. Channel weights from the gradients, the weighted sum of activations, ReLU and per-image
-   min-max, in float32, in the order pytorch-grad-cam uses (its outputs are matched to 1e-4).
+1. A forward hook on the (first firing) target layer replaces its output ``A`` by
+   ``A.detach().requires_grad_()`` and turns gradient recording on from there: everything before
+   the layer runs under ``no_grad`` as plain inference, and only the part after it builds a graph.
+2. ``torch.autograd.grad`` of the sum of the selected logits with respect to the target layers'
+   outputs alone: no gradient flows into any parameter, so ``.grad`` fields are never written and
+   frozen backbones work unchanged. EigenCAM needs no gradient and skips this step.
+3. Channel contributions from activations and gradients (see :mod:`.methods`), their sum (or
+   first principal component), ReLU and per-image min-max, in float32 with autocast off, in the
+   order pytorch-grad-cam uses. Several layers: each map is normalised, upsampled to a common
+   size, averaged and normalised again, as pytorch-grad-cam aggregates them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .._checks import check_images
-from ..functional import normalize_maps, upsample_maps
-from ._state import eval_mode
-from .layers import resolve_layer
+from ..functional import gaussian_blur, normalize_maps, upsample_maps
+from ._state import eval_mode, unwrap
+from .adapter import adapter_cams, adapter_methods
+from .layers import LayerSpec, Reshape, TargetLayer, resolve_layers
+from .methods import EIGEN, GRADIENT_FREE, NATIVE_METHODS, contributions, eigen_projection
 
-__all__ = ["METHODS", "attention_maps", "compute_cams"]
+__all__ = ["attention_maps", "compute_cams", "resolve_method", "default_logits", "METHODS"]
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
+LogitsFn = Callable[[Any], torch.Tensor]
+
+METHODS = NATIVE_METHODS
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 
 
-def _gradcam_weights(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    return grads.mean(dim=(2, 3))
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
-def _gradcampp_weights(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    # Eq. 19 of Chattopadhay et al. (arXiv:1710.11063), as pytorch-grad-cam writes it.
-    g2 = grads.pow(2)
-    g3 = g2 * grads
-    sum_act = act.sum(dim=(2, 3), keepdim=True)
-    aij = g2 / (2 * g2 + sum_act * g3 + 1e-6)
-    aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
-    return (grads.clamp_min(0) * aij).sum(dim=(2, 3))
+def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
+    """``(name, None)`` for a native method, ``(name, class)`` for one run through pytorch-grad-cam.
+
+    ``method`` is a name (case, ``_`` and ``-`` ignored: ``"GradCAM++"``, ``"score_cam"``) or a
+    pytorch-grad-cam class. A class always runs through the adapter, so passing
+    ``pytorch_grad_cam.GradCAM`` gives pytorch-grad-cam's own implementation.
+    """
+    if isinstance(method, type):
+        from pytorch_grad_cam.base_cam import BaseCAM
+
+        if issubclass(method, BaseCAM):
+            return method.__name__, method
+        raise TypeError(f"method={method.__name__} is not a pytorch-grad-cam CAM class; expected a name or a BaseCAM subclass.")
+    if isinstance(method, str):
+        key = _ALIASES.get(_key(method), _key(method))
+        if key in NATIVE_METHODS:
+            return key, None
+        others = adapter_methods()
+        if key in others:
+            return key, others[key]
+    names = list(NATIVE_METHODS) + sorted(set(adapter_methods()) - set(NATIVE_METHODS))
+    raise ValueError(
+        f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native) "
+        f"or a pytorch-grad-cam method: {', '.join(n for n in names if n not in NATIVE_METHODS)}."
+    )
 
 
-METHODS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": _gradcam_weights,
-    "gradcam++": _gradcampp_weights,
-}
-"""Native methods by name: each maps ``(activations, gradients)`` to channel weights ``(B, C)``."""
-
-_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam": "gradcam", "grad-cam++": "gradcam++"}
-
-
-def method_name(method: Any) -> str:
-    """Canonical name of a native method, or a ValueError listing the supported ones."""
-    key = method.lower().replace("_", "") if isinstance(method, str) else method
-    key = _ALIASES.get(key, key)
-    if key not in METHODS:
-        raise ValueError(f"method={method!r} is not supported; expected one of {', '.join(map(repr, METHODS))}.")
-    return key
+def default_logits(output: Any) -> torch.Tensor:
+    """The logits in a model's output: a tensor, the first item of a tuple, ``["logits"]`` or ``.logits``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    raise TypeError(
+        f"the model returned a {type(output).__name__}; expected logits (B, num_classes) or a tuple, dict or object "
+        "holding them. Pass logits= a function that picks them from the model's output."
+    )
 
 
-def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    batch, classes = logits.shape
+def _logits(output: Any, extract: Optional[LogitsFn]) -> torch.Tensor:
+    lg = (extract or default_logits)(output)
+    if not isinstance(lg, torch.Tensor) or lg.ndim != 2:
+        got = tuple(lg.shape) if isinstance(lg, torch.Tensor) else type(lg).__name__
+        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes) (pass logits= to pick them).")
+    return lg
+
+
+class _WithLogits(nn.Module):
+    """The model with its logits picked out, for code that expects a tensor output."""
+
+    def __init__(self, model: nn.Module, extract: Optional[LogitsFn]) -> None:
+        super().__init__()
+        self.model, self.extract = model, extract
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _logits(self.model(x), self.extract)
+
+
+def _class_indices(target: Target, batch: int) -> Optional[torch.Tensor]:
+    """``target`` as ``(B,)`` int64 class indices (``None`` stays ``None``)."""
     if target is None:
-        return logits.argmax(dim=1)
-    t = torch.as_tensor(target, device=logits.device)
+        return None
+    t = torch.as_tensor(target)
     if t.is_floating_point() or t.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices; got dtype {t.dtype}.")
     t = t.long().expand(batch) if t.ndim == 0 else t.long()
     if t.shape != (batch,):
         raise ValueError(f"target must be None, an int or {batch} class indices; got shape {tuple(t.shape)}.")
+    return t
+
+
+def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
+    batch, classes = logits.shape
+    t = _class_indices(target, batch)
+    if t is None:
+        return logits.argmax(dim=1)
     if t.device.type == "cpu" and (int(t.min()) < 0 or int(t.max()) >= classes):
         raise ValueError(f"target holds classes in [{int(t.min())}, {int(t.max())}] but the model has {classes} outputs.")
-    return t
+    return t.to(logits.device)
+
+
+def _record_layers(layers: List[TargetLayer], needs_grad: bool, records: Dict[int, torch.Tensor]):
+    """Forward hooks that record each layer's output (see step 1 of the module docstring)."""
+    state = {"graph_started": False}
+
+    def make(i: int):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Optional[torch.Tensor]:
+            if not isinstance(output, torch.Tensor):
+                raise ValueError(
+                    f"the target layer {layers[i].name!r} ({type(module).__name__}) returned a {type(output).__name__}; "
+                    "expected a tensor. Pass layer= a module that returns one."
+                )
+            if not needs_grad:
+                records[i] = output.detach().clone()
+                return None
+            if not state["graph_started"] or not output.requires_grad:
+                torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
+                state["graph_started"] = True
+                act = output.detach().requires_grad_(True)
+            else:
+                act = output
+            records[i] = act
+            # a clone, so that in-place ops of the model on this output (DenseNet's
+            # F.relu(..., inplace=True)) modify the copy, not the recorded tensor
+            return act.clone()
+
+        return hook
+
+    return [t.module.register_forward_hook(make(i)) for i, t in enumerate(layers)]
 
 
 def compute_cams(
     model: nn.Module,
     x: torch.Tensor,
-    layer: nn.Module,
+    layers: List[TargetLayer],
     method: str = "gradcam",
     target: Target = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Low-resolution maps of ``x`` at ``layer`` and the model's logits, leaving the model untouched.
+    *,
+    cam_class: Optional[type] = None,
+    logits: Optional[LogitsFn] = None,
+    eigen_smooth: bool = False,
+    smooth_sigma: Optional[float] = None,
+    size: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Maps of ``x`` at ``layers``, leaving the model untouched.
 
-    The model runs in eval mode (each module's flag restored afterwards), the hook is removed in
+    The model runs in eval mode (each module's flag restored afterwards), the hooks are removed in
     every case, no parameter gradient is written and no graph outlives the call.
 
     Returns:
-        ``(maps, logits)``: float32 maps ``(B, h, w)`` in [0, 1] and detached logits ``(B, K)``.
+        Float32 maps in [0, 1]: ``(B, h, w)`` at the layer's resolution (the finest one for
+        several layers), or ``(B, H, W)`` with ``size``.
     """
-    weights_fn = METHODS[method_name(method)]
-    store: Dict[str, torch.Tensor] = {}
+    model = unwrap(model)
+    image_size = tuple(x.shape[-2:])
+    if cam_class is not None:
+        if smooth_sigma is not None:
+            raise ValueError(f"smooth_sigma={smooth_sigma!r} is supported by the native methods only; got method={method!r}.")
+        classes = _class_indices(target, x.shape[0])
+        maps, low = adapter_cams(_WithLogits(model, logits), x, layers, cam_class, classes, size, eigen_smooth)
+        if size is None:
+            maps = normalize_maps(nn.functional.adaptive_avg_pool2d(maps[:, None], low)[:, 0])
+        return maps
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(
-                f"the target layer {type(module).__name__} returned {shape}; expected a (B, C, h, w) tensor. "
-                "Pass layer= a convolutional stage of the model."
-            )
-        torch.set_grad_enabled(True)  # record the graph from here on; restored when no_grad exits
-        act = output.detach().requires_grad_(True)
-        store["act"] = act
-        # a clone, so that models applying in-place ops to this output (DenseNet's F.relu(...,
-        # inplace=True)) modify the copy, not the leaf
-        return act.clone()
-
-    handle = layer.register_forward_hook(hook)
+    needs_grad = method not in GRADIENT_FREE
+    records: Dict[int, torch.Tensor] = {}
+    handles = _record_layers(layers, needs_grad, records)
     try:
         with eval_mode(model), torch.no_grad():
-            logits = model(x)
+            out = model(x)
     finally:
-        handle.remove()
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes).")
-    act = store.pop("act", None)
-    if act is None or not logits.requires_grad:
-        raise ValueError(
-            f"the target layer {type(layer).__name__} did not take part in computing the logits; "
-            "pass layer= a module on the path from input to output."
-        )
-    t = _targets(target, logits)
-    with torch.enable_grad():  # the caller may be under no_grad
-        score = logits.gather(1, t.view(-1, 1)).sum()
-    (grads,) = torch.autograd.grad(score, act)
-    act32, grads32 = act.detach().float(), grads.float()
-    weights = weights_fn(act32, grads32)
-    cam = (weights[:, :, None, None] * act32).sum(dim=1)
-    return normalize_maps(cam.clamp_min(0)), logits.detach()
+        for h in handles:
+            h.remove()
+    lg = _logits(out, logits)
+    missing = [t.name for i, t in enumerate(layers) if i not in records]
+    if missing:
+        raise ValueError(f"the target layer(s) {missing} were not called in the forward pass; pass layer= modules the model uses.")
+    order = sorted(records)
+    grads: List[Optional[torch.Tensor]] = [None] * len(layers)
+    if needs_grad:
+        cls = _targets(target, lg)
+        with torch.enable_grad():  # the caller may be under no_grad
+            score = lg.gather(1, cls.view(-1, 1)).sum()
+        if not score.requires_grad:
+            raise ValueError(f"the logits do not depend on the target layer(s) {[t.name for t in layers]}; pass layer= modules on the path to the output.")
+        got = torch.autograd.grad(score, [records[i] for i in order], allow_unused=True)
+        for i, g in zip(order, got):
+            if g is None:
+                raise ValueError(f"the logits do not depend on the target layer {layers[i].name!r}; pass layer= a module on the path to the output.")
+            grads[i] = g
+    del out, lg
+
+    cams = []
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for i, layer in enumerate(layers):
+            act = layer.to_nchw(records[i].detach(), image_size).float()
+            grad = layer.to_nchw(grads[i], image_size).float() if grads[i] is not None else None
+            contrib = contributions(method, act, grad)
+            cam = eigen_projection(contrib) if (method in EIGEN or eigen_smooth) else contrib.sum(dim=1)
+            cam = cam.clamp_min(0)
+            if smooth_sigma is not None:
+                cam = gaussian_blur(cam[:, None], smooth_sigma)[:, 0]
+            cams.append(normalize_maps(cam))
+    if len(cams) == 1:
+        return cams[0] if size is None else upsample_maps(cams[0], size)[:, 0]
+    common = size if size is not None else max((c.shape[-2:] for c in cams), key=lambda s: s[0] * s[1])
+    stacked = torch.stack([upsample_maps(c, common)[:, 0] for c in cams])
+    return normalize_maps(stacked.clamp_min(0).mean(dim=0))
 
 
 def attention_maps(
     model: nn.Module,
     x: torch.Tensor,
-    method: str = "gradcam",
-    layer: Union[str, nn.Module, None] = None,
+    method: Any = "gradcam",
+    layer: LayerSpec = None,
     target: Target = None,
     size: Optional[Sequence[int]] = None,
+    *,
+    reshape: Optional[Reshape] = None,
+    logits: Optional[LogitsFn] = None,
+    eigen_smooth: bool = False,
+    smooth_sigma: Optional[float] = None,
 ) -> torch.Tensor:
-    """Class activation maps of a batch, computed natively and batched on ``x``'s device.
+    """Class activation maps of a batch, batched on ``x``'s device.
+
+    Native methods (torch only): ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
+    ``"layercam"``, ``"gradcamelementwise"``, ``"eigencam"``, ``"eigengradcam"``. Any other
+    pytorch-grad-cam method (``"scorecam"``, ``"ablationcam"``, ``"fullgrad"``, ...) or class runs
+    through an adapter with the same guarantees.
 
     Args:
-        model: a classifier returning logits ``(B, K)``; left exactly as found (per-module
-            training flags, parameter ``.grad``, ``requires_grad``, no hooks, no graph).
+        model: a classifier; left exactly as found (per-module training flags, parameter ``.grad``,
+            ``requires_grad``, no hooks, no graph). DistributedDataParallel, DataParallel and
+            ``torch.compile`` wrappers are looked through.
         x: input batch ``(B, C, H, W)`` as the model expects it (normalised), on its device.
-        method: ``"gradcam"`` or ``"gradcam++"``.
-        layer: the target layer (module or name); ``None`` finds the last spatial layer.
+        method: a method name or a pytorch-grad-cam class.
+        layer: the target layer: a module, its name, or a list of them (maps averaged as
+            pytorch-grad-cam does); ``None`` finds it (last spatial layer; for a ViT, the last
+            block's first norm).
         target: class per sample: ``None`` for the predicted class, an int, or ``(B,)`` indices.
         size: ``(H, W)`` to upsample to; ``None`` returns the layer's own resolution.
+        reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs (tokens) and
+            channels-last models (Swin), needed only for other layouts.
+        logits: picks the logits from the model's output when it is not a tensor (default: first
+            item of a tuple, ``["logits"]`` or ``.logits``).
+        eigen_smooth: replace the channel sum by its first principal component (pytorch-grad-cam's
+            ``eigen_smooth``).
+        smooth_sigma: Gaussian smoothing of the low-resolution map, in map pixels (native methods).
 
     Returns:
         Float32 maps ``(B, h, w)`` in [0, 1], or ``(B, H, W)`` with ``size``: then equal to what
-        pytorch-grad-cam's ``GradCAM`` / ``GradCAMPlusPlus`` return for the same model, layer and
-        targets (ReLU, min-max, bilinear resize, min-max).
+        pytorch-grad-cam returns for the same model, layer and targets (ReLU, min-max, bilinear
+        resize, min-max), computed in float32 even under autocast.
 
     Examples:
         >>> _ = torch.manual_seed(0)
@@ -164,13 +286,16 @@ def attention_maps(
         >>> maps = attention_maps(net, torch.rand(2, 3, 8, 8), method="gradcam++")
         >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
         (torch.Size([2, 8, 8]), True, True)
-        >>> attention_maps(net, torch.rand(2, 3, 8, 8), size=(32, 32)).shape
+        >>> attention_maps(net, torch.rand(2, 3, 8, 8), method="eigencam", size=(32, 32)).shape
         torch.Size([2, 32, 32])
     """
     check_images("x", x)
-    method_name(method)
-    _, module = resolve_layer(model, layer, x)
-    maps, _ = compute_cams(model, x, module, method, target)
-    if size is not None:
-        maps = upsample_maps(maps, size)[:, 0]
-    return maps
+    name, cam_class = resolve_method(method)
+    if smooth_sigma is not None and not smooth_sigma > 0:
+        raise ValueError(f"smooth_sigma={smooth_sigma!r} is not valid; expected a positive number or None.")
+    model = unwrap(model)
+    layers = resolve_layers(model, layer, x, reshape)
+    return compute_cams(
+        model, x, layers, name, target, cam_class=cam_class, logits=logits,
+        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma, size=size,
+    )

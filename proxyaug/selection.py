@@ -1,0 +1,101 @@
+"""Which scanned images get a map: the wrong ones (the thesis), or a policy to compare it with.
+
+Every policy chooses the same number of images, the budget of the thesis' rule:
+``round(fraction * number wrong)`` (at least one when any is wrong, none when none is), so that
+policies are matched control arms of one another:
+
+- ``"wrong"``: that many of the wrongly predicted images, at random from ``seed`` (the thesis);
+- ``"loss"``: the images with the highest cross-entropy loss;
+- ``"margin"``: the smallest margin between the two most probable classes (most uncertain);
+- ``"entropy"``: the highest entropy of the predicted distribution (most uncertain);
+- ``"random"``: that many images drawn at random from all scanned ones (the control).
+
+Ties are broken by dataset index, so every policy is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+__all__ = ["SELECT", "budget", "scores", "select_subset", "choose"]
+
+SELECT = ("wrong", "loss", "margin", "entropy", "random")
+
+
+def budget(n_wrong: int, fraction: float) -> int:
+    """How many images every policy chooses.
+
+    Examples:
+        >>> budget(12, 0.2), budget(1, 0.2), budget(0, 0.2)
+        (2, 1, 0)
+    """
+    return max(1, math.floor(fraction * n_wrong + 0.5)) if n_wrong else 0
+
+
+def scores(select: str, logits: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
+    """Per-image scores of the ranking policies (higher is chosen first), float32 on the host.
+
+    Examples:
+        >>> logits = torch.tensor([[2.0, 0.0], [0.1, 0.0]])
+        >>> scores("margin", logits, torch.tensor([0, 0])).argmax().item()  # the near tie
+        1
+    """
+    if select in ("wrong", "random"):
+        return None
+    logits = logits.detach().float()
+    if select == "loss":
+        s = torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="none")
+    else:
+        logp = logits.log_softmax(dim=1)
+        p = logp.exp()
+        if select == "entropy":
+            s = -(p * logp).sum(dim=1)
+        elif logits.shape[1] < 2:
+            s = torch.zeros(logits.shape[0], device=logits.device)
+        else:
+            top2 = p.topk(2, dim=1).values
+            s = top2[:, 1] - top2[:, 0]  # minus the margin: the smallest margin scores highest
+    return s.cpu()
+
+
+def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Pick ``budget(len(indices), fraction)`` of ``indices`` at random from ``seed``, sorted.
+
+    Examples:
+        >>> select_subset(torch.arange(10, 20), 0.3, seed=0)
+        tensor([11, 14, 17])
+    """
+    return _random(indices, budget(indices.numel(), fraction), seed)
+
+
+def _random(indices: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    return indices[torch.randperm(indices.numel(), generator=gen)[:k]].sort().values
+
+
+def choose(
+    select: str, indices: torch.Tensor, wrong: torch.Tensor, score: Optional[torch.Tensor], fraction: float, seed: int
+) -> torch.Tensor:
+    """The dataset indices a policy chooses among the scanned ``indices``.
+
+    Args:
+        select: a policy of :data:`SELECT`.
+        indices: scanned dataset indices ``(N,)``.
+        wrong: bool ``(N,)``, which of them were predicted wrongly.
+        score: ``(N,)`` scores of a ranking policy, else ``None``.
+        fraction: share of the wrong images that sets the budget.
+        seed: seed of the random policies.
+
+    Returns:
+        Sorted int64 indices (CPU).
+    """
+    k = budget(int(wrong.sum()), fraction)
+    if select == "wrong":
+        return _random(indices[wrong], k, seed)
+    if select == "random":
+        return _random(indices, k, seed)
+    order = torch.sort(score, descending=True, stable=True).indices[:k]
+    return indices[order].sort().values
