@@ -1,7 +1,6 @@
 import gc
 import weakref
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,49 +10,13 @@ from proxyaug.attention import find_target_layer
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
-pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def photos():
-    """scikit-learn's two bundled photographs at 224 px, plus two noise images, normalised."""
-    from sklearn.datasets import load_sample_images
-
-    real = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in load_sample_images().images])
-    real = nn.functional.interpolate(real, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-    x = torch.cat([real, torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))])
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-ARCHS = {
-    "timm-resnet18": lambda: timm.create_model("resnet18", num_classes=10),
-    "timm-efficientnet_b0": lambda: timm.create_model("efficientnet_b0", num_classes=10),
-    "tv-mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
-}
-
-
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("method, reference", [("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)])
-def test_matches_pytorch_grad_cam_at_224(arch, method, reference, photos):
-    torch.manual_seed(0)
-    model = ARCHS[arch]()
-    _, layer = find_target_layer(model, photos)
-    for targets in ([1, 3, 5, 7], None):
-        ours = pa.attention_maps(model, photos, method=method, layer=layer, target=targets, size=(224, 224))
-        with reference(model, [layer]) as cam:
-            ref = cam(photos, None if targets is None else [ClassifierOutputTarget(t) for t in targets])
-        assert ours.shape == (4, 224, 224)
-        assert (ours - torch.from_numpy(ref)).abs().max().item() <= 1e-4
-
-
-def test_low_resolution_maps_are_the_layer_resolution(photos):
+def test_low_resolution_maps_are_the_layer_resolution():
     model = timm.create_model("resnet18", num_classes=10)
+    photos = torch.rand(2, 3, 224, 224)
     name, _ = find_target_layer(model, photos)
-    maps = pa.attention_maps(model, photos[:2], method="gradcam++")
+    maps = pa.attention_maps(model, photos, method="gradcam++")
     assert name == "layer4" and maps.shape == (2, 7, 7)
     assert maps.amin(dim=(1, 2)).eq(0).all() and maps.amax(dim=(1, 2)).gt(0.99).all()
 

@@ -230,9 +230,9 @@ def compute_cams(
             cams.append(normalize_maps(cam))
     if len(cams) == 1:
         return cams[0] if size is None else upsample_maps(cams[0], size)[:, 0]
-    common = size if size is not None else max((c.shape[-2:] for c in cams), key=lambda s: s[0] * s[1])
-    stacked = torch.stack([upsample_maps(c, common)[:, 0] for c in cams])
-    return normalize_maps(stacked.clamp_min(0).mean(dim=0))
+    common = tuple(size) if size is not None else max((tuple(c.shape[-2:]) for c in cams), key=lambda s: s[0] * s[1])
+    resized = [nn.functional.interpolate(c[:, None], size=common, mode="bilinear", align_corners=False)[:, 0] for c in cams]
+    return normalize_maps(torch.stack(resized).clamp_min(0).mean(dim=0))
 
 
 def attention_maps(

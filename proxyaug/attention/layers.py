@@ -86,7 +86,8 @@ def _vit_info(model: nn.Module) -> Optional[Tuple[int, Tuple[int, int], str]]:
     encoder = getattr(model, "encoder", None)
     layers = getattr(encoder, "layers", None)
     if hasattr(model, "patch_size") and hasattr(model, "class_token") and isinstance(layers, nn.Sequential) and len(layers):
-        return 1, _pair(model.patch_size), f"encoder.layers.{len(layers) - 1}.ln_1"
+        last_name = list(layers.named_children())[-1][0]
+        return 1, _pair(model.patch_size), f"encoder.layers.{last_name}.ln_1"
     return None
 
 
