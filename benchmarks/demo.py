@@ -95,6 +95,8 @@ def train_run(arm: str, seed: int, args: argparse.Namespace, train, test, log) -
             if arm == "proxy":
                 x = proxy(x, idx)
             logits = model(normalize(x))
+            if arm == "proxy" and getattr(args, "observe", False):
+                ds.observe(idx, logits, y)  # the next refresh scans only these mistakes
             loss = nn.functional.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -268,6 +270,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--size", type=int, default=32, help="digits are upsampled from 8x8 to this size")
     p.add_argument("--grid", type=int, default=8, help="samples in proxy_grid.png")
+    p.add_argument("--observe", action="store_true", help="record training mistakes; refresh scans only those")
     p.add_argument("--out", default="runs/demo")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

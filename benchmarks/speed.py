@@ -1,0 +1,402 @@
+"""Speed of proxyaug against plain inference, pytorch-grad-cam, a training step and the thesis.
+
+Every comparison is measured side by side in one process, on the same model, batch and layer:
+
+1. ``maps``: map throughput (images/s) of a plain forward pass under ``no_grad`` (the floor),
+   proxyaug per native method, and pytorch-grad-cam's same method; ratios and peak memory.
+2. ``transform``: ``ProxyTransform`` (each mode) against one training step of ResNet-18 on the
+   same batch.
+3. ``e2e``: a short training run with the thesis schedule against the same run without proxy.
+4. ``thesis``: time to make about 1.2k Grad-CAM++ maps (the thesis reports ~9 s, and as long
+   again to write the proxy images to disk).
+5. ``bank``: bytes per image, and what that means for ImageNet-1k.
+
+Method (``benchmarks/README.md``): warm-up runs, then ``repeats`` timed runs with the device
+synchronised inside the timed region; the median and the spread (min..max) are reported; fixed
+seeds; the machine, versions and commit go into the JSON. Run:
+
+    python -m benchmarks.speed --preset cpu     # a few minutes on 2 CPU cores
+    python -m benchmarks.speed --preset gpu     # on a CUDA machine
+
+It writes ``benchmarks/results/speed-<preset>.json`` and a markdown table generated from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+import proxyaug as pa
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "cpu": {
+        "device": "cpu", "size": 224, "batch": 8, "warmup": 1, "repeats": 3,
+        "models": ["resnet18", "resnet50", "efficientnet_b0", "vit_tiny_patch16_224"],
+        "methods": ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam"],
+        "transform_batch": 32, "thesis_images": 1200, "thesis_batch": 64,
+        "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1],
+    },
+    "gpu": {
+        "device": "cuda", "size": 224, "batch": 64, "warmup": 3, "repeats": 10,
+        "models": ["resnet18", "resnet50", "efficientnet_b0", "vit_base_patch16_224"],
+        "methods": ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam"],
+        "transform_batch": 256, "thesis_images": 1200, "thesis_batch": 128,
+        "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1, 2],
+    },
+    # seconds: for the test suite, proves the script runs end to end
+    "smoke": {
+        "device": "cpu", "size": 64, "batch": 2, "warmup": 0, "repeats": 1,
+        "models": ["resnet18"], "methods": ["gradcam", "eigencam"],
+        "transform_batch": 2, "thesis_images": 8, "thesis_batch": 4,
+        "e2e_schedule": "1,p,1", "e2e_seeds": [0],
+    },
+}
+
+PGC_CLASSES = {
+    "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
+    "layercam": "LayerCAM", "gradcamelementwise": "GradCAMElementWise", "eigencam": "EigenCAM", "eigengradcam": "EigenGradCAM",
+}
+
+TARGETS = {
+    "maps_vs_forward": 0.85,  # gradient methods: >= 0.85x plain-forward throughput
+    "maps_vs_pgc_cpu": 3.0,  # >= 3x pytorch-grad-cam on CPU
+    "maps_vs_pgc_gpu": 10.0,  # >= 10x on a GPU
+    "transform_share_cpu": 0.03,  # ProxyTransform <= 3% of a training step on CPU
+    "transform_share_gpu": 0.01,  # <= 1% on a GPU
+    "e2e_ratio": 1.03,  # thesis schedule end to end <= 1.03x the baseline
+}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> Dict[str, Any]:
+    """Median and spread of ``repeats`` timed calls of ``fn`` after ``warmup`` calls, with peak memory."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats, "peak_mem_bytes": peak}
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    import importlib.metadata as md
+
+    def version(name: str) -> Optional[str]:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    from .demo import _cpu_model
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {_cpu_model()}",
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "commit": commit,
+        "versions": {n: version(n) for n in ("torch", "torchvision", "timm", "kornia", "grad-cam", "proxyaug")},
+    }
+
+
+# -- cases --------------------------------------------------------------------------------------
+def case_maps(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    import pytorch_grad_cam as pgc
+    import timm
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    rows = []
+    size, batch = cfg["size"], cfg["batch"]
+    for name in cfg["models"]:
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=1000, img_size=size) if "vit" in name else timm.create_model(name, num_classes=1000)
+        model = model.to(device).eval()
+        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        (layer,) = pa.attention.resolve_layers(model, None, x)
+        targets = [ClassifierOutputTarget(int(t)) for t in torch.arange(batch) % 1000]
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(x)
+
+        floor = measure(forward, device, cfg["warmup"], cfg["repeats"])
+        log(f"  {name}: forward {batch / floor['median_s']:.1f} images/s")
+        for method in cfg["methods"]:
+            ours = measure(lambda: pa.attention_maps(model, x, method=method, layer=layer.module, target=torch.arange(batch) % 1000, size=(size, size)),
+                           device, cfg["warmup"], cfg["repeats"])
+            cam = getattr(pgc, PGC_CLASSES[method])(model, [layer.module], reshape_transform=lambda t: layer.to_nchw(t, (size, size)))
+            try:
+                theirs = measure(lambda: cam(x, targets), device, cfg["warmup"], cfg["repeats"])
+            finally:
+                cam.activations_and_grads.release()
+                del cam
+            model.eval()
+            row = {
+                "model": name, "method": method, "batch": batch, "size": size, "layer": layer.name,
+                "forward": floor, "proxyaug": ours, "pytorch_grad_cam": theirs,
+                "forward_images_per_s": batch / floor["median_s"], "proxyaug_images_per_s": batch / ours["median_s"],
+                "pgc_images_per_s": batch / theirs["median_s"],
+                "proxyaug_vs_forward": floor["median_s"] / ours["median_s"],
+                "proxyaug_vs_pgc": theirs["median_s"] / ours["median_s"],
+            }
+            rows.append(row)
+            log(f"    {method:14s} proxyaug {row['proxyaug_images_per_s']:7.1f}/s ({row['proxyaug_vs_forward']:.2f}x forward)  "
+                f"pytorch-grad-cam {row['pgc_images_per_s']:7.1f}/s  -> {row['proxyaug_vs_pgc']:.1f}x")
+        del model
+        gc.collect()
+    return rows
+
+
+def case_transform(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    import timm
+
+    batch, size = cfg["transform_batch"], cfg["size"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=1000).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    y = (torch.arange(batch) % 1000).to(device)
+    idx = torch.arange(batch)
+    bank = pa.MaskBank(batch, resolution=(7, 7), device=device)
+    bank.put(idx, torch.rand(batch, 7, 7, generator=torch.Generator().manual_seed(2)).to(device))
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    train = measure(step, device, cfg["warmup"] + 1, cfg["repeats"])
+    out = {"batch": batch, "size": size, "train_step": train, "modes": {}}
+    log(f"  resnet18 training step, batch {batch}: {1000 * train['median_s']:.1f} ms")
+    for mode in pa.functional.MODES:
+        proxy = pa.ProxyTransform(bank, mode=mode)
+        t = measure(lambda: proxy(x, idx), device, cfg["warmup"] + 1, cfg["repeats"] * 3)
+        share = t["median_s"] / train["median_s"]
+        out["modes"][mode] = {"transform": t, "share_of_train_step": share}
+        log(f"    {mode:6s} {1000 * t['median_s']:8.2f} ms = {100 * share:.2f}% of a training step")
+    return out
+
+
+def case_e2e(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    from . import demo
+    from .digits import load_digits_split
+
+    train, test = load_digits_split(size=32)
+    args = argparse.Namespace(
+        schedule=cfg["e2e_schedule"], method="gradcam++", mode="blend", threshold=0.85, weight=0.1,
+        fraction=0.2, lr=0.05, batch_size=64, size=32, grid=0, observe=False,
+    )
+    runs = {"baseline": [], "proxy": [], "proxy_observe": []}
+    for seed in cfg["e2e_seeds"]:
+        for arm in runs:
+            args.observe = arm == "proxy_observe"
+            r = demo.train_run("baseline" if arm == "baseline" else "proxy", seed, args, train, test, lambda _: None)
+            runs[arm].append({"seed": seed, "wall_s": r["wall_s"], "refresh_s": r["refresh_s"], "test_acc": r["test_acc"]})
+            log(f"  {arm:14s} seed {seed}: {r['wall_s']:.1f} s (refresh {r['refresh_s']:.2f} s)")
+    base = statistics.median(r["wall_s"] for r in runs["baseline"])
+    out = {"data": "digits 1257 train images at 32x32, DigitsCNN, CPU" if device.type == "cpu" else "digits, DigitsCNN",
+           "schedule": cfg["e2e_schedule"], "runs": runs}
+    for arm in ("proxy", "proxy_observe"):
+        wall = statistics.median(r["wall_s"] for r in runs[arm])
+        out[arm] = {"wall_ratio": wall / base, "refresh_share": statistics.median(r["refresh_s"] / r["wall_s"] for r in runs[arm])}
+        log(f"    {arm}: {out[arm]['wall_ratio']:.3f}x the baseline's wall time, refresh {100 * out[arm]['refresh_share']:.1f}% of it")
+    return out
+
+
+def case_thesis(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    import timm
+    from torch.utils.data import TensorDataset
+
+    n, size = cfg["thesis_images"], cfg["size"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10).to(device).eval()
+    images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        pred = torch.cat([model(b.to(device)).argmax(1).cpu() for b in images.split(cfg["thesis_batch"])])
+    ds = pa.ProxyDataset(TensorDataset(images, (pred + 1) % 10), device=device)  # every image predicted wrongly
+
+    def maps_only() -> None:
+        for b in images.split(cfg["thesis_batch"]):
+            pa.attention_maps(model, b.to(device), method="gradcam++")
+
+    def full_refresh() -> None:
+        ds.refresh(model, method="gradcam++", fraction=1.0, batch_size=cfg["thesis_batch"], seed=0, progress=False)
+
+    attention = measure(maps_only, device, 0, 1)
+    refresh = measure(full_refresh, device, 0, 1)
+    log(f"  {n} Grad-CAM++ maps (resnet18, {size} px): {attention['median_s']:.1f} s; full refresh (scan + maps + bank): {refresh['median_s']:.1f} s")
+    return {"images": n, "size": size, "model": "resnet18", "maps_s": attention["median_s"], "refresh_s": refresh["median_s"],
+            "thesis_maps_s": 9.0, "thesis_save_s": 9.0, "written": ds.last_report.written}
+
+
+def case_bank(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    out = {}
+    for res in ((7, 7), (14, 14)):
+        bank = pa.MaskBank(1000, resolution=res, device=device)
+        per_image = sum(b.numel() * b.element_size() for b in bank.buffers()) / len(bank)
+        out[f"{res[0]}x{res[1]}"] = {"bytes_per_image": per_image, "imagenet_1k_mb": per_image * 1_281_167 / 1e6}
+        log(f"  {res[0]}x{res[1]}: {per_image:.0f} bytes per image; ImageNet-1k (1,281,167 images): {per_image * 1_281_167 / 1e6:.0f} MB")
+    return out
+
+
+CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank}
+
+
+# -- verdicts and the table ----------------------------------------------------------------------
+def verdicts(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each target with the measured value and whether it was met."""
+    gpu = results["settings"]["device"] == "cuda"
+    out = []
+    cases = results["cases"]
+    for row in cases.get("maps", []):
+        if row["method"] != "eigencam":
+            out.append({"target": f"{row['model']} {row['method']}: >= {TARGETS['maps_vs_forward']}x forward",
+                        "value": row["proxyaug_vs_forward"], "met": row["proxyaug_vs_forward"] >= TARGETS["maps_vs_forward"]})
+        key = "maps_vs_pgc_gpu" if gpu else "maps_vs_pgc_cpu"
+        out.append({"target": f"{row['model']} {row['method']}: >= {TARGETS[key]:g}x pytorch-grad-cam",
+                    "value": row["proxyaug_vs_pgc"], "met": row["proxyaug_vs_pgc"] >= TARGETS[key]})
+    if "transform" in cases:
+        key = "transform_share_gpu" if gpu else "transform_share_cpu"
+        for mode, m in cases["transform"]["modes"].items():
+            out.append({"target": f"transform {mode}: <= {100 * TARGETS[key]:g}% of a resnet18 step",
+                        "value": m["share_of_train_step"], "met": m["share_of_train_step"] <= TARGETS[key]})
+    if "e2e" in cases:
+        for arm in ("proxy", "proxy_observe"):
+            v = cases["e2e"][arm]["wall_ratio"]
+            out.append({"target": f"end to end ({arm}): <= {TARGETS['e2e_ratio']}x baseline", "value": v, "met": v <= TARGETS["e2e_ratio"]})
+    return out
+
+
+def render(results: Dict[str, Any]) -> str:
+    env, s = results["environment"], results["settings"]
+    lines = [
+        f"Generated by `{results['command']}` from `{results['json']}` (commit `{env['commit']}`).",
+        "",
+        f"Device: **{env['device']}**; {env['cpu_count']} CPU cores, {env['torch_threads']} torch threads; Python {env['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
+        f"Timing: {s['warmup']} warm-up run(s), median of {s['repeats']} timed runs (min..max in the JSON), device synchronised inside the timed region.",
+        "",
+    ]
+    cases = results["cases"]
+    if "maps" in cases:
+        lines += [
+            f"### Map throughput ({s['size']} px, batch {s['batch']}, maps at full size as pytorch-grad-cam returns them)",
+            "",
+            "| model | method | forward (img/s) | proxyaug (img/s) | pytorch-grad-cam (img/s) | proxyaug / forward | proxyaug / pytorch-grad-cam | peak mem proxyaug / pgc (MB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in cases["maps"]:
+            mem = "n/a (CPU)"
+            if r["proxyaug"]["peak_mem_bytes"] is not None:
+                mem = f"{r['proxyaug']['peak_mem_bytes'] / 2**20:.0f} / {r['pytorch_grad_cam']['peak_mem_bytes'] / 2**20:.0f}"
+            lines.append(
+                f"| {r['model']} | {r['method']} | {r['forward_images_per_s']:.1f} | {r['proxyaug_images_per_s']:.1f} | "
+                f"{r['pgc_images_per_s']:.1f} | {r['proxyaug_vs_forward']:.2f}x | {r['proxyaug_vs_pgc']:.1f}x | {mem} |"
+            )
+        lines.append("")
+    if "transform" in cases:
+        t = cases["transform"]
+        lines += [f"### ProxyTransform against a resnet18 training step (batch {t['batch']}, {t['size']} px)", "",
+                  f"Training step (forward, backward, SGD): {1000 * t['train_step']['median_s']:.1f} ms.", "",
+                  "| mode | transform (ms) | share of a training step |", "|---|---|---|"]
+        for mode, m in t["modes"].items():
+            lines.append(f"| {mode} | {1000 * m['transform']['median_s']:.2f} | {100 * m['share_of_train_step']:.2f}% |")
+        lines.append("")
+    if "e2e" in cases:
+        e = cases["e2e"]
+        lines += [f"### End to end: schedule `{e['schedule']}` on {e['data']}", "",
+                  "| run | wall time vs baseline | refresh share of wall time |", "|---|---|---|"]
+        for arm, label in (("proxy", "Proxy Attention, full scan at each refresh"), ("proxy_observe", "Proxy Attention, scanning only observed mistakes")):
+            lines.append(f"| {label} | {e[arm]['wall_ratio']:.3f}x | {100 * e[arm]['refresh_share']:.1f}% |")
+        lines.append("")
+    if "thesis" in cases:
+        t = cases["thesis"]
+        lines += [f"### The thesis' figure: {t['images']} Grad-CAM++ maps ({t['model']}, {t['size']} px)", "",
+                  f"proxyaug: {t['maps_s']:.1f} s for the maps alone, {t['refresh_s']:.1f} s for a whole refresh (scan, maps, bank), "
+                  f"nothing written to disk. The thesis: about {t['thesis_maps_s']:.0f} s for the maps and as long again to save "
+                  "the proxy images (its hardware is not stated; compare within a device only).", ""]
+    if "bank" in cases:
+        lines += ["### Bank memory (float16 maps + 1 presence byte)", "", "| map | bytes per image | ImageNet-1k (1,281,167 images) |", "|---|---|---|"]
+        for res, b in cases["bank"].items():
+            lines.append(f"| {res} | {b['bytes_per_image']:.0f} | {b['imagenet_1k_mb']:.0f} MB |")
+        lines.append("")
+    lines += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for v in results["verdicts"]:
+        value = f"{100 * v['value']:.2f}%" if "%" in v["target"] else f"{v['value']:.2f}x"
+        lines.append(f"| {v['target']} | {value} | {'yes' if v['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--render", metavar="JSON", help="only print the markdown table of an earlier result file")
+    args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            text = render(json.load(f))
+        sys.stdout.write(text)
+        return {}
+    cfg = dict(PRESETS[args.preset])
+    device = torch.device(cfg["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("the gpu preset needs CUDA; none is available here")
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(wanted) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; expected some of {list(CASES)}")
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, f"speed-{args.preset}.json")
+    results: Dict[str, Any] = {
+        "preset": args.preset, "settings": cfg, "environment": environment(device),
+        "command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
+        "json": json_path, "cases": {},
+    }
+    print(f"proxyaug speed benchmark, preset {args.preset!r} on {results['environment']['device']}")
+    for name in wanted:
+        print(f"[{name}]")
+        start = time.perf_counter()
+        results["cases"][name] = CASES[name](cfg, device, print)
+        print(f"  ({time.perf_counter() - start:.0f} s)")
+    results["verdicts"] = verdicts(results)
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    md_path = json_path[:-5] + ".md"
+    with open(md_path, "w") as f:
+        f.write(render(results))
+    print(f"wrote {json_path} and {md_path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
