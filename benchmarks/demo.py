@@ -70,8 +70,9 @@ class DigitsCNN(nn.Module):
 @torch.no_grad()
 def accuracy(model: nn.Module, data: torch.utils.data.TensorDataset) -> float:
     model.eval()
+    device = next(model.parameters()).device
     x, y = data.tensors
-    correct = sum(int((model(normalize(xb)).argmax(1) == yb).sum()) for xb, yb in zip(x.split(512), y.split(512)))
+    correct = sum(int((model(normalize(xb.to(device))).argmax(1).cpu() == yb).sum()) for xb, yb in zip(x.split(512), y.split(512)))
     return correct / len(y)
 
 
@@ -79,9 +80,10 @@ def train_run(arm: str, seed: int, args: argparse.Namespace, train, test, log) -
     """Train one arm with one seed; return its record."""
     schedule = pa.ProxySchedule.parse(args.schedule)
     epochs = schedule.epochs
+    device = torch.device(getattr(args, "device", "cpu"))
     torch.manual_seed(seed)
-    model = DigitsCNN()
-    ds = pa.ProxyDataset(train)
+    model = DigitsCNN().to(device)
+    ds = pa.ProxyDataset(train, device=device)
     proxy = pa.ProxyTransform(ds.bank, mode=args.mode, threshold=args.threshold, weight=args.weight)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -92,6 +94,7 @@ def train_run(arm: str, seed: int, args: argparse.Namespace, train, test, log) -
         model.train()
         total_loss = 0.0
         for x, y, idx in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if arm == "proxy":
                 x = proxy(x, idx)
             logits = model(normalize(x))
@@ -115,7 +118,7 @@ def train_run(arm: str, seed: int, args: argparse.Namespace, train, test, log) -
             note = f"  | refresh: {report.wrong} wrong of {report.scanned}, {report.written} maps, {report.seconds:.2f} s"
         log(f"[{arm:8s} seed {seed}] epoch {epoch + 1:2d}/{epochs}  loss {total_loss / len(ds):.4f}  test acc {100 * acc:6.2f} %{note}")
     wall = time.perf_counter() - start
-    mapped = ds.bank.present.nonzero().flatten()[: args.grid]
+    mapped = ds.bank.present.nonzero().flatten().cpu()[: args.grid]
     grid = _grid_samples(ds, proxy, mapped) if mapped.numel() else None
     return {
         "arm": arm, "seed": seed, "epochs": epochs, "test_acc": curve[-1], "test_acc_curve": curve,
@@ -131,9 +134,10 @@ def _report_dict(report: pa.RefreshReport) -> Dict[str, Any]:
 
 
 def _grid_samples(ds: pa.ProxyDataset, proxy: pa.ProxyTransform, idx: torch.Tensor):
-    x = torch.stack([ds[int(i)][0] for i in idx])
+    x = torch.stack([ds[int(i)][0] for i in idx]).to(ds.bank.device)
     maps, _ = ds.bank.get(idx)
-    return x, maps, proxy(x, idx, params={"apply": torch.ones(len(idx), dtype=torch.bool)})
+    out = proxy(x, idx, params={"apply": torch.ones(len(idx), dtype=torch.bool, device=x.device)})
+    return x.cpu(), maps.cpu(), out.cpu()
 
 
 def summarize(values: List[float]) -> Dict[str, float]:
@@ -168,14 +172,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment() -> Dict[str, Any]:
+def environment(device: str = "cpu") -> Dict[str, Any]:
+    device_name = torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "cpu"
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
     return {
         "machine": f"{_cpu_model()} ({platform.machine()}, {platform.system()})", "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "device": "cpu", "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(), "device": device_name, "python": platform.python_version(),
         "torch": torch.__version__, "proxyaug": pa.__version__, "commit": commit,
     }
 
@@ -271,6 +276,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--size", type=int, default=32, help="digits are upsampled from 8x8 to this size")
     p.add_argument("--grid", type=int, default=8, help="samples in proxy_grid.png")
     p.add_argument("--observe", action="store_true", help="record training mistakes; refresh scans only those")
+    p.add_argument("--device", default="cpu", help="where to train, e.g. cuda")
     p.add_argument("--out", default="runs/demo")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -284,7 +290,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     summary = {arm: {"test_acc": summarize([r["test_acc"] for r in rs]), "wall_s": summarize([r["wall_s"] for r in rs])} for arm, rs in by_arm.items()}
     paired = paired_difference([r["test_acc"] for r in by_arm["proxy"]], [r["test_acc"] for r in by_arm["baseline"]])
     results = {
-        "config": vars(args), "environment": environment(), "train_size": len(train), "test_size": len(test),
+        "config": vars(args), "environment": environment(args.device), "train_size": len(train), "test_size": len(test),
         "summary": summary, "paired_difference_proxy_minus_baseline": paired,
         "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
         "total_wall_s": time.perf_counter() - start,

@@ -9,7 +9,7 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import functional, viz
+from . import functional, selection, viz
 from .attention import attention_maps, find_target_layer
 from .bank import MaskBank
 from .dataset import ProxyDataset
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "functional",
     "viz",
+    "selection",
     "MaskBank",
     "ProxyTransform",
     "ProxyDataset",
