@@ -32,19 +32,19 @@ class MaskBank(nn.Module):
     r"""A bank of ``N`` low-resolution attention maps with presence flags, on one device.
 
     The bank stores each map at the target layer's own resolution (7x7 for a 224 px ResNet),
-    normalised per image to [0, 1], in ``float16``; :class:`~proxyaug.ProxyTransform` upsamples
+    normalised per image to [0, 1], in ``float16``; [`ProxyTransform`][proxyaug.ProxyTransform] upsamples
     them per batch. Memory per image for a 7x7 map: 49 values x 2 bytes + 1 presence byte
     = 99 bytes, so an ImageNet-1k bank (1,281,167 images) takes about 127 MB; a 14x14 map
     takes 393 bytes per image. Pass ``dtype=torch.float32`` to store full precision (197 bytes).
 
-    It is an :class:`torch.nn.Module` whose state is two buffers, ``maps`` ``(N, h, w)`` and
+    It is an [`torch.nn.Module`][torch.nn.Module] whose state is two buffers, ``maps`` ``(N, h, w)`` and
     ``present`` ``(N,)``, so ``to()``, ``state_dict()`` and ``load_state_dict()`` work as for
-    any module, and a :class:`~proxyaug.ProxyTransform` that holds it moves it along.
+    any module, and a [`ProxyTransform`][proxyaug.ProxyTransform] that holds it moves it along.
 
     Args:
         num_samples: ``N``, the size of the dataset the bank covers.
         resolution: ``(h, w)`` of the stored maps, or ``None`` to take it from the first
-            :meth:`put`.
+            [`put()`][proxyaug.MaskBank.put].
         device: where the maps live.
         dtype: floating dtype of the stored maps.
 
@@ -84,7 +84,7 @@ class MaskBank(nn.Module):
 
     @property
     def resolution(self) -> Optional[Tuple[int, int]]:
-        """``(h, w)`` of the stored maps, or ``None`` before the first :meth:`put`."""
+        """``(h, w)`` of the stored maps, or ``None`` before the first [`put()`][proxyaug.MaskBank.put]."""
         h, w = self.maps.shape[-2:]
         return (h, w) if h and w else None
 
@@ -163,7 +163,7 @@ class MaskBank(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        """Load a state saved with :meth:`state_dict`, validating its size first.
+        """Load a state saved with ``state_dict()``, validating its size first.
 
         The bank adopts the saved resolution; a state of a different ``num_samples`` is refused.
         """

@@ -45,13 +45,13 @@ def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
 
 
 class ProxyDataset(Dataset):
-    """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a :class:`MaskBank`.
+    """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a [`MaskBank`][proxyaug.MaskBank].
 
     The base dataset must return ``(image, label)`` with the image a tensor ``(C, H, W)``, float
-    in [0, 1] or uint8 (then give :func:`~proxyaug.refresh` a ``preprocess`` that converts it, as
+    in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh.refresh] a ``preprocess`` that converts it, as
     your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
-    :class:`~proxyaug.ProxyTransform`. Unknown attributes are forwarded to the base dataset
+    [`ProxyTransform`][proxyaug.ProxyTransform]. Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
     is left out of the pickle, since workers never need it and must not hold CUDA tensors.
 
@@ -128,13 +128,13 @@ class ProxyDataset(Dataset):
 
     # -- Proxy Attention -------------------------------------------------------------------
     def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
-        """Recompute maps with ``model``: the same as :func:`proxyaug.refresh` ``(model, self, **kwargs)``."""
+        """Recompute maps with ``model``: the same as [`proxyaug.refresh()`][proxyaug.refresh.refresh] ``(model, self, **kwargs)``."""
         return refresh(model, self, **kwargs)
 
     def observe(self, idx: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Record which samples of a training batch the model got wrong.
 
-        When any were recorded since the last refresh, the next :meth:`refresh` scans only
+        When any were recorded since the last refresh, the next [`refresh()`][proxyaug.ProxyDataset.refresh] scans only
         those instead of the whole dataset. Runs on the logits' device without a host sync.
 
         Args:
@@ -166,7 +166,7 @@ class ProxyDataset(Dataset):
 
     @property
     def observed_wrong(self) -> torch.Tensor:
-        """Indices recorded as wrong by :meth:`observe` since the last refresh (sorted, CPU)."""
+        """Indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] since the last refresh (sorted, CPU)."""
         if self._wrong is None:
             return torch.empty(0, dtype=torch.long)
         return self._wrong.nonzero().flatten().cpu()
@@ -176,7 +176,7 @@ class ProxyDataset(Dataset):
         return wrong if wrong.numel() else None
 
     def _commit(self, idx: Optional[torch.Tensor], maps: Optional[torch.Tensor], *, reset: bool, report: RefreshReport) -> None:
-        """Called by :func:`refresh` once all maps exist: write them, then start a new round."""
+        """Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist: write them, then start a new round."""
         if idx is not None:
             self.bank.put(idx, maps, clear_others=reset)
         self._wrong = None

@@ -1,8 +1,8 @@
 """Pure, batched tensor operations of Proxy Attention.
 
 Everything here works on plain tensors of shape ``(B, C, H, W)`` on whatever device they live on,
-with no Python loop over the batch and no host round-trip. :class:`proxyaug.ProxyTransform` is a
-thin module around :func:`replace`.
+with no Python loop over the batch and no host round-trip. [`proxyaug.ProxyTransform`][proxyaug.ProxyTransform] is a
+thin module around [`replace()`][proxyaug.functional.replace].
 
 Map semantics (the order pytorch-grad-cam uses): a low-resolution map is upsampled bilinearly
 (``align_corners=False``, as ``cv2.resize`` does) to the image size, clamped at zero and min-max
@@ -23,7 +23,7 @@ from ._checks import check_choice, check_images, check_unit_interval, describe
 __all__ = ["MODES", "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma", "gaussian_blur"]
 
 MODES: Tuple[str, ...] = ("blend", "black", "mean", "blur")
-"""The replacement modes :func:`replace` supports."""
+"""The replacement modes [`replace()`][proxyaug.functional.replace] supports."""
 
 #: Added to the denominator of the min-max normalisation, as pytorch-grad-cam does.
 EPS = 1e-7
@@ -90,13 +90,13 @@ def sample_params(
     device: Union[str, torch.device, None] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Draw the per-sample random choices of :func:`replace`, so that they can be replayed.
+    """Draw the per-sample random choices of [`replace()`][proxyaug.functional.replace], so that they can be replayed.
 
     Args:
         batch_size: number of samples ``B``.
         p: probability that a sample is transformed.
         device: where to put the result (draws are made on the generator's device).
-        generator: optional :class:`torch.Generator` for reproducible draws.
+        generator: optional [`torch.Generator`][torch.Generator] for reproducible draws.
 
     Returns:
         ``{"apply": bool tensor of shape (B,)}``.
@@ -158,17 +158,17 @@ def replace(
 ) -> torch.Tensor:
     r"""Replace the pixels of each image where its attention map exceeds ``threshold``.
 
-    With :math:`M` the map upsampled to the image (see :func:`upsample_maps`) and
-    :math:`S = M > \tau` (``tau = threshold``):
+    With `M` the map upsampled to the image (see [`upsample_maps()`][proxyaug.functional.upsample_maps]) and
+    `S = M > τ` (``tau = threshold``):
 
-    - ``blend``: :math:`x' = (1 - \lambda M)\,x` on :math:`S` (``lambda = weight``), else :math:`x`;
-    - ``black``: 0 on :math:`S`;
-    - ``mean``: the image's own per-channel mean over ``H, W`` on :math:`S`;
-    - ``blur``: a Gaussian-blurred copy of the image (Kornia, sigma ``blur_sigma``) on :math:`S`.
+    - ``blend``: `x' = (1 - λ M) x` on `S` (``lambda = weight``), else `x`;
+    - ``black``: 0 on `S`;
+    - ``mean``: the image's own per-channel mean over ``H, W`` on `S`;
+    - ``blur``: a Gaussian-blurred copy of the image (Kornia, sigma ``blur_sigma``) on `S`.
 
     Each sample is transformed with probability ``p``; samples whose ``present`` flag is False
     are returned unchanged, as are all samples when ``p == 0``. A ``uint8`` batch (values in
-    [0, 255]) is computed in float32 and rounded back to ``uint8``; pixels outside :math:`S`
+    [0, 255]) is computed in float32 and rounded back to ``uint8``; pixels outside `S`
     keep their exact values.
 
     Args:
@@ -180,17 +180,17 @@ def replace(
         weight: the blend weight ``lambda`` in [0, 1] (only ``blend`` uses it).
         p: probability of transforming each sample, in [0, 1].
         present: optional bool tensor of shape ``(B,)``; False marks samples with no map.
-        params: replayed output of :func:`sample_params`; overrides ``p`` when given.
-        blur_sigma: sigma of the ``blur`` mode; default :func:`default_blur_sigma` of the image size.
-        generator: optional :class:`torch.Generator` for the per-sample draws.
+        params: replayed output of [`sample_params()`][proxyaug.functional.sample_params]; overrides ``p`` when given.
+        blur_sigma: sigma of the ``blur`` mode; default [`default_blur_sigma()`][proxyaug.functional.default_blur_sigma] of the image size.
+        generator: optional [`torch.Generator`][torch.Generator] for the per-sample draws.
 
     Returns:
         Tensor of the shape, dtype and device of ``x``.
 
     Shape:
-        - x: :math:`(B, C, H, W)`
-        - maps: :math:`(B, h, w)`
-        - output: :math:`(B, C, H, W)`
+        - x: `(B, C, H, W)`
+        - maps: `(B, h, w)`
+        - output: `(B, C, H, W)`
 
     Examples:
         >>> x = torch.ones(1, 1, 2, 2)

@@ -3,7 +3,7 @@
 The bank is written once, at the end, with every new map: an error or ``KeyboardInterrupt``
 anywhere before leaves it (and the record of observed mistakes) exactly as it was. The model is
 left as found: the whole refresh runs in eval mode with each module's flag restored afterwards,
-the scan runs under ``no_grad``, and maps come from :func:`proxyaug.attention.compute_cams`,
+the scan runs under ``no_grad``, and maps come from [`proxyaug.attention.compute_cams()`][proxyaug.attention.compute_cams],
 which writes no parameter gradient and removes its hook in every case.
 """
 
@@ -32,7 +32,7 @@ TARGETS = ("pred", "label")
 
 @dataclasses.dataclass(eq=False)
 class RefreshReport:
-    """What one :func:`refresh` did.
+    """What one [`refresh()`][proxyaug.refresh.refresh] did.
 
     Attributes:
         scanned: images whose predictions were checked.
@@ -44,12 +44,22 @@ class RefreshReport:
         attention_seconds: time spent computing maps.
         method: the CAM method used.
         layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
-        select: the selection policy.
         indices: dataset indices that received a map, sorted (CPU ``int64``).
         skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
             gradients); they get no map, and a warning says so.
         source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
             when the caller gave them, ``"all"`` for a full scan.
+        select: the selection policy.
+
+    Examples:
+        >>> from torch.utils.data import TensorDataset
+        >>> import proxyaug as pa
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+        >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(6, 1, 4, 4), torch.tensor([0, 1] * 3)))
+        >>> report = ds.refresh(net, fraction=1.0)
+        >>> report.scanned, report.wrong == report.written, report.source
+        (6, True, 'all')
     """
 
     scanned: int
@@ -139,11 +149,11 @@ def refresh(
     """Recompute attention maps for a fraction of the training images the model gets wrong.
 
     1. **Scan**: predict the candidate images in eval mode under ``no_grad``, in batches. The
-       candidates are ``indices`` if given, else the indices that :meth:`ProxyDataset.observe`
+       candidates are ``indices`` if given, else the indices that [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]
        recorded as wrong since the last refresh, else the whole dataset.
     2. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
        (``select="wrong"``); other policies (``"loss"``, ``"margin"``, ``"entropy"``, ``"random"``)
-       choose as many images by their own rule, see :mod:`proxyaug.selection`.
+       choose as many images by their own rule, see [`proxyaug.selection`][proxyaug.selection].
     3. **Attention**: native batched maps (``method``) at ``layer`` for the chosen images, for the
        predicted class (``target="pred"``, the thesis' choice) or the label.
     4. **Commit**: the new maps go into ``ds.bank`` in one step; other samples keep their earlier
@@ -152,8 +162,8 @@ def refresh(
     Args:
         model: the classifier being trained; left exactly as found (DDP, DataParallel and
             ``torch.compile`` wrappers are looked through).
-        ds: a :class:`~proxyaug.ProxyDataset`.
-        method: ``"gradcam++"`` (thesis default) or any method :func:`~proxyaug.attention_maps` takes.
+        ds: a [`ProxyDataset`][proxyaug.ProxyDataset].
+        method: ``"gradcam++"`` (thesis default) or any method [`attention_maps()`][proxyaug.attention_maps] takes.
         fraction: share of the wrong images that get a map, in (0, 1] (thesis: 0.2).
         select: ``"wrong"`` (thesis), ``"loss"``, ``"margin"``, ``"entropy"`` or ``"random"``.
         target: ``"pred"`` or ``"label"``: the class whose evidence the map shows.
@@ -168,10 +178,13 @@ def refresh(
         num_workers: DataLoader workers used to read images.
         device: where to run the model; defaults to the device of its parameters.
         progress: show a tqdm progress bar; ``None`` shows one for scans of 20 batches or more.
-        reshape, logits, eigen_smooth, smooth_sigma: as in :func:`~proxyaug.attention_maps`.
+        reshape: as in [`attention_maps()`][proxyaug.attention_maps].
+        logits: as in [`attention_maps()`][proxyaug.attention_maps].
+        eigen_smooth: as in [`attention_maps()`][proxyaug.attention_maps].
+        smooth_sigma: as in [`attention_maps()`][proxyaug.attention_maps].
 
     Returns:
-        A :class:`RefreshReport`.
+        A [`RefreshReport`][proxyaug.RefreshReport].
 
     Examples:
         >>> from torch.utils.data import TensorDataset

@@ -18,9 +18,9 @@ def _check_epoch(epoch: Any) -> int:
 
 
 class ProxySchedule:
-    """When to refresh: call :meth:`should_refresh` at the end of each epoch (epochs count from 0).
+    """When to refresh: call [`should_refresh()`][proxyaug.ProxySchedule.should_refresh] at the end of each epoch (epochs count from 0).
 
-    Make one with :meth:`parse` (the thesis notation), :meth:`every` or :meth:`on_plateau`.
+    Make one with [`parse()`][proxyaug.ProxySchedule.parse] (the thesis notation), [`every()`][proxyaug.ProxySchedule.every] or [`on_plateau()`][proxyaug.ProxySchedule.on_plateau].
 
     Examples:
         >>> sched = ProxySchedule.parse("5,p,9,p,9,p,4")
@@ -38,7 +38,7 @@ class ProxySchedule:
 
         Args:
             epoch: the epoch that just finished.
-            metric: a validation metric; required by :meth:`on_plateau` schedules only.
+            metric: a validation metric; required by [`on_plateau()`][proxyaug.ProxySchedule.on_plateau] schedules only.
         """
         raise NotImplementedError
 
@@ -47,7 +47,7 @@ class ProxySchedule:
         return {}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what [`state_dict()`][proxyaug.ProxySchedule.state_dict] returned."""
 
     @staticmethod
     def parse(spec: Union[str, Sequence[Union[int, str]]]) -> "FixedSchedule":
@@ -104,7 +104,7 @@ class ProxySchedule:
     def on_plateau(*args: Any, **kwargs: Any) -> "PlateauSchedule":
         """Refresh when a validation metric stops improving (the thesis' future work).
 
-        Takes the arguments of :class:`PlateauSchedule` (``patience=2, mode="max", min_delta=0.0,
+        Takes the arguments of [`PlateauSchedule`][proxyaug.PlateauSchedule] (``patience=2, mode="max", min_delta=0.0,
         cooldown=0, warmup=0, max_refreshes=None``). Pass the metric each epoch:
         ``should_refresh(epoch, metric=val_acc)``.
 
@@ -117,7 +117,13 @@ class ProxySchedule:
 
 
 class FixedSchedule(ProxySchedule):
-    """Refresh after a fixed set of epochs (what :meth:`ProxySchedule.parse` returns)."""
+    """Refresh after a fixed set of epochs (what [`ProxySchedule.parse()`][proxyaug.ProxySchedule.parse] returns).
+
+    Examples:
+        >>> s = FixedSchedule([1, 4], epochs=6)
+        >>> [e for e in range(6) if s.should_refresh(e)]
+        [1, 4]
+    """
 
     def __init__(self, refresh_epochs: Iterable[int], epochs: Optional[int] = None) -> None:
         self.refresh_epochs: Tuple[int, ...] = tuple(sorted(_check_epoch(e) for e in refresh_epochs))
@@ -131,7 +137,12 @@ class FixedSchedule(ProxySchedule):
 
 
 class EverySchedule(ProxySchedule):
-    """Refresh after every ``n``-th epoch (what :meth:`ProxySchedule.every` returns)."""
+    """Refresh after every ``n``-th epoch (what [`ProxySchedule.every()`][proxyaug.ProxySchedule.every] returns).
+
+    Examples:
+        >>> [e for e in range(7) if EverySchedule(3).should_refresh(e)]
+        [2, 5]
+    """
 
     def __init__(self, n: int, epochs: Optional[int] = None) -> None:
         self.n = check_positive_int("n", n)
@@ -148,7 +159,7 @@ class EverySchedule(ProxySchedule):
 
 
 class PlateauSchedule(ProxySchedule):
-    """Refresh when a reported metric stops improving (what :meth:`ProxySchedule.on_plateau` returns).
+    """Refresh when a reported metric stops improving (what [`ProxySchedule.on_plateau()`][proxyaug.ProxySchedule.on_plateau] returns).
 
     A refresh fires when ``patience`` epochs in a row failed to beat the best value so far by
     more than ``min_delta``; the count then restarts, and no refresh fires during the
@@ -161,6 +172,13 @@ class PlateauSchedule(ProxySchedule):
         cooldown: epochs after a refresh during which none fires.
         warmup: first epoch at which a refresh may fire.
         max_refreshes: stop refreshing after this many.
+
+    Examples:
+        >>> s = PlateauSchedule(patience=1, mode="min")
+        >>> [s.should_refresh(e, metric=loss) for e, loss in enumerate([1.0, 0.8, 0.9, 0.7])]
+        [False, False, True, False]
+        >>> s.state_dict()["best"]
+        0.7
     """
 
     def __init__(

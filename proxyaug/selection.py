@@ -23,6 +23,7 @@ import torch
 __all__ = ["SELECT", "budget", "scores", "select_subset", "choose"]
 
 SELECT = ("wrong", "loss", "margin", "entropy", "random")
+"""The selection policies ``refresh(select=...)`` accepts."""
 
 
 def budget(n_wrong: int, fraction: float) -> int:
@@ -82,7 +83,7 @@ def choose(
     """The dataset indices a policy chooses among the scanned ``indices``.
 
     Args:
-        select: a policy of :data:`SELECT`.
+        select: a policy of [`SELECT`][proxyaug.selection.SELECT].
         indices: scanned dataset indices ``(N,)``.
         wrong: bool ``(N,)``, which of them were predicted wrongly.
         score: ``(N,)`` scores of a ranking policy, else ``None``.
@@ -91,6 +92,14 @@ def choose(
 
     Returns:
         Sorted int64 indices (CPU).
+
+    Examples:
+        >>> idx = torch.arange(5)
+        >>> wrong = torch.tensor([True, False, True, True, False])
+        >>> choose("loss", idx, wrong, torch.tensor([0.1, 3.0, 0.2, 0.5, 0.0]), fraction=0.5, seed=0)
+        tensor([1, 3])
+        >>> choose("wrong", idx, wrong, None, fraction=0.5, seed=0).numel()
+        2
     """
     k = budget(int(wrong.sum()), fraction)
     if select == "wrong":

@@ -1,4 +1,4 @@
-"""ProxyTransform: the batched proxy replacement as an ``nn.Module`` over a :class:`MaskBank`."""
+"""ProxyTransform: the batched proxy replacement as an ``nn.Module`` over a [`MaskBank`][proxyaug.MaskBank]."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ class ProxyTransform(nn.Module):
     r"""Apply Proxy Attention to a batch: replace the pixels each sample's stored map marks.
 
     For every sample ``i`` of the batch it looks up ``bank`` at ``idx[i]``; samples with a map
-    are transformed by :func:`proxyaug.functional.replace` with probability ``p``, samples with
+    are transformed by [`proxyaug.functional.replace()`][proxyaug.functional.replace] with probability ``p``, samples with
     no map pass through untouched. It runs on the batch's device (the bank's) with torch and
     Kornia ops, so put it after the batch reaches the GPU and before random augmentation and
     normalisation: maps were computed in the dataset's canonical frame.
 
     The bank is a submodule, so ``transform.to(device)`` moves it too (and with it the bank
-    that the :class:`~proxyaug.ProxyDataset` holds: it is the same object).
+    that the [`ProxyDataset`][proxyaug.ProxyDataset] holds: it is the same object).
 
     Args:
-        bank: the :class:`~proxyaug.MaskBank` to read maps from (usually ``ds.bank``).
+        bank: the [`MaskBank`][proxyaug.MaskBank] to read maps from (usually ``ds.bank``).
         mode: ``"blend"`` (the thesis' choice), ``"black"``, ``"mean"`` or ``"blur"``.
         threshold: map values strictly above it are replaced, in [0, 1] (thesis: 0.85).
         weight: the blend weight in [0, 1] (thesis: 0.1).
@@ -35,9 +35,9 @@ class ProxyTransform(nn.Module):
         blur_sigma: sigma of the ``blur`` mode; default scales with the image size.
 
     Shape:
-        - x: :math:`(B, C, H, W)`, floating point or uint8, on the bank's device
-        - idx: :math:`(B,)` integer dataset indices (on any device)
-        - output: :math:`(B, C, H, W)`
+        - x: `(B, C, H, W)`, floating point or uint8, on the bank's device
+        - idx: `(B,)` integer dataset indices (on any device)
+        - output: `(B, C, H, W)`
 
     Examples:
         >>> bank = MaskBank(4, resolution=(2, 2))
@@ -76,7 +76,7 @@ class ProxyTransform(nn.Module):
         return f"mode={self.mode!r}, threshold={self.threshold}, weight={self.weight}, p={self.p}"
 
     def forward_parameters(self, batch_size: int, device: Any = None, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """Draw the per-sample choices (``{"apply": (B,) bool}``) that :meth:`forward` replays."""
+        """Draw the per-sample choices (``{"apply": (B,) bool}``) that [`forward()`][proxyaug.ProxyTransform.forward] replays."""
         return F.sample_params(batch_size, self.p, device=device if device is not None else self.bank.device, generator=generator)
 
     def forward(self, x: torch.Tensor, idx: Any, params: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
@@ -85,7 +85,7 @@ class ProxyTransform(nn.Module):
         Args:
             x: images ``(B, C, H, W)`` on the bank's device.
             idx: the dataset indices of the samples, ``(B,)``.
-            params: replayed output of :meth:`forward_parameters`; drawn afresh when ``None``.
+            params: replayed output of [`forward_parameters()`][proxyaug.ProxyTransform.forward_parameters]; drawn afresh when ``None``.
 
         Returns:
             The transformed batch, same shape, dtype and device as ``x``.

@@ -44,7 +44,7 @@ def proxy_grid(images: torch.Tensor, maps: torch.Tensor, proxies: torch.Tensor, 
         threshold: if given, the map column shows the map only where it exceeds it.
 
     Returns:
-        An RGB image tensor ``(3, H', W')`` for :func:`torchvision.utils.save_image`.
+        An RGB image tensor ``(3, H', W')`` for `torchvision.utils.save_image`.
 
     Examples:
         >>> x = torch.rand(2, 1, 8, 8)
@@ -62,5 +62,14 @@ def proxy_grid(images: torch.Tensor, maps: torch.Tensor, proxies: torch.Tensor, 
 
 
 def save_proxy_grid(path: str, images: torch.Tensor, maps: torch.Tensor, proxies: torch.Tensor, threshold: Optional[float] = None) -> None:
-    """Write :func:`proxy_grid` to ``path`` (PNG)."""
+    """Write [`proxy_grid()`][proxyaug.viz.proxy_grid] to ``path`` (PNG).
+
+    Examples:
+        >>> import os, tempfile
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> path = os.path.join(tempfile.mkdtemp(), "grid.png")
+        >>> save_proxy_grid(path, x, torch.rand(2, 2, 2), x)
+        >>> os.path.getsize(path) > 0
+        True
+    """
     save_image(proxy_grid(images, maps, proxies, threshold), path)

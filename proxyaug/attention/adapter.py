@@ -2,7 +2,7 @@
 
 pytorch-grad-cam's classes put the model in eval mode for good, call ``model.zero_grad()``,
 back-propagate into the parameters with ``retain_graph=True``, and its context manager swallows
-``IndexError``. The adapter runs one on the unwrapped model inside :func:`~._state.preserved`
+``IndexError``. The adapter runs one on the unwrapped model inside `preserved`
 (each module's training flag, every parameter's ``.grad`` and ``requires_grad`` restored), calls
 it without the context manager so that every exception propagates, and releases its hooks and
 graph in ``finally``.
@@ -23,7 +23,12 @@ __all__ = ["adapter_methods", "adapter_cams"]
 
 
 def adapter_methods() -> Dict[str, type]:
-    """pytorch-grad-cam's CAM classes by normalised name (``"scorecam"``, ``"ablationcam"``, ...)."""
+    """pytorch-grad-cam's CAM classes by normalised name (``"scorecam"``, ``"ablationcam"``, ...).
+
+    Examples:
+        >>> adapter_methods()["ablationcam"].__name__
+        'AblationCAM'
+    """
     try:
         import pytorch_grad_cam
         from pytorch_grad_cam.base_cam import BaseCAM

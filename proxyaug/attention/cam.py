@@ -8,7 +8,7 @@ How a native map is computed, and why it costs about one forward pass:
 2. ``torch.autograd.grad`` of the sum of the selected logits with respect to the target layers'
    outputs alone: no gradient flows into any parameter, so ``.grad`` fields are never written and
    frozen backbones work unchanged. EigenCAM needs no gradient and skips this step.
-3. Channel contributions from activations and gradients (see :mod:`.methods`), their sum (or
+3. Channel contributions from activations and gradients (see [`.methods`][proxyaug.attention.methods]), their sum (or
    first principal component), ReLU and per-image min-max, in float32 with autocast off, in the
    order pytorch-grad-cam uses. Several layers: each map is normalised, upsampled to a common
    size, averaged and normalised again, as pytorch-grad-cam aggregates them.
@@ -47,6 +47,12 @@ def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
     ``method`` is a name (case, ``_`` and ``-`` ignored: ``"GradCAM++"``, ``"score_cam"``) or a
     pytorch-grad-cam class. A class always runs through the adapter, so passing
     ``pytorch_grad_cam.GradCAM`` gives pytorch-grad-cam's own implementation.
+
+    Examples:
+        >>> resolve_method("Grad-CAM++")
+        ('gradcam++', None)
+        >>> resolve_method("score_cam")[1].__name__
+        'ScoreCAM'
     """
     if isinstance(method, type):
         from pytorch_grad_cam.base_cam import BaseCAM
@@ -69,7 +75,12 @@ def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
 
 
 def default_logits(output: Any) -> torch.Tensor:
-    """The logits in a model's output: a tensor, the first item of a tuple, ``["logits"]`` or ``.logits``."""
+    """The logits in a model's output: a tensor, the first item of a tuple, ``["logits"]`` or ``.logits``.
+
+    Examples:
+        >>> default_logits({"logits": torch.zeros(2, 3), "aux": 1.0}).shape
+        torch.Size([2, 3])
+    """
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -177,6 +188,13 @@ def compute_cams(
     Returns:
         Float32 maps in [0, 1]: ``(B, h, w)`` at the layer's resolution (the finest one for
         several layers), or ``(B, H, W)`` with ``size``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> layers = resolve_layers(net, None, x)
+        >>> compute_cams(net, x, layers, "layercam").shape
+        torch.Size([2, 8, 8])
     """
     model = unwrap(model)
     image_size = tuple(x.shape[-2:])

@@ -36,7 +36,13 @@ _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d
 
 @dataclasses.dataclass
 class TargetLayer:
-    """A layer to hook and how to read its output as ``(B, C, h, w)``."""
+    """A layer to hook and how to read its output as ``(B, C, h, w)``.
+
+    Examples:
+        >>> vit_layer = TargetLayer("blocks.11.norm1", nn.LayerNorm(8), prefix_tokens=1, patch_size=(16, 16))
+        >>> vit_layer.to_nchw(torch.rand(2, 1 + 3 * 4, 8), image_size=(48, 64)).shape
+        torch.Size([2, 8, 3, 4])
+    """
 
     name: str
     module: nn.Module
@@ -179,7 +185,13 @@ def _one(model: nn.Module, spec: Union[str, nn.Module], modules: dict) -> Tuple[
 
 
 def resolve_layers(model: nn.Module, layer: LayerSpec, x: Optional[torch.Tensor], reshape: Optional[Reshape] = None) -> List[TargetLayer]:
-    """Turn ``layer`` (``None``, a name, a module, or a list of them) into :class:`TargetLayer` s."""
+    """Turn ``layer`` (``None``, a name, a module, or a list of them) into [`TargetLayer`][proxyaug.attention.TargetLayer] s.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> [t.name for t in resolve_layers(net, ["0", net[1]], None)]
+        ['0', '1']
+    """
     if reshape is not None and not callable(reshape):
         raise TypeError(f"reshape must be a callable turning the layer's output into (B, C, h, w); got {type(reshape).__name__}.")
     if layer is None:
@@ -194,6 +206,12 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: Optional[torch.Tensor]
 
 
 def resolve_layer(model: nn.Module, layer: Union[str, nn.Module, None], x: Optional[torch.Tensor]) -> Tuple[str, nn.Module]:
-    """``(name, module)`` of a single ``layer`` spec (``None`` finds it from ``x``)."""
+    """``(name, module)`` of a single ``layer`` spec (``None`` finds it from ``x``).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> resolve_layer(net, "0", None)[0]
+        '0'
+    """
     t = resolve_layers(model, layer, x)[0]
     return t.name, t.module

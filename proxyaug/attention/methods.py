@@ -86,6 +86,12 @@ def eigen_projection(a: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
 
     Returns:
         Float32 tensor ``(B, h, w)``.
+
+    Examples:
+        >>> a = torch.zeros(1, 2, 2, 2); a[0, :, 0, 0] = 1.0  # one position stands out
+        >>> p = eigen_projection(a)
+        >>> p.shape, bool(p[0, 0, 0] == p.max())
+        (torch.Size([1, 2, 2]), True)
     """
     b, c, h, w = a.shape
     m = torch.nan_to_num(a.double(), nan=0.0).flatten(2).transpose(1, 2)  # (B, hw, C)
@@ -104,5 +110,5 @@ def eigen_projection(a: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
 
 
 def contributions(method: str, act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """The channel contributions of ``method`` (a key of :data:`NATIVE_METHODS`)."""
+    """The channel contributions of ``method`` (a key of [`NATIVE_METHODS`][proxyaug.attention.NATIVE_METHODS])."""
     return NATIVE_METHODS[method](act, grads)
