@@ -1,7 +1,22 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
+
+
+class Items(Dataset):
+    """A base dataset yielding fixed items (possibly malformed ones), with an attribute to forward."""
+
+    classes = ["zero", "one"]
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
 
 
 class SmallCNN(nn.Module):

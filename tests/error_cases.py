@@ -9,9 +9,11 @@ from typing import Callable, List, NamedTuple, Type
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 import proxyaug as pa
+
+from .conftest import Items
 
 
 class Case(NamedTuple):
@@ -20,17 +22,6 @@ class Case(NamedTuple):
     call: Callable[[], object]
     exc: Type[BaseException]
     match: str  # regex the message must match
-
-
-class _Items(Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
 
 def _cnn() -> nn.Module:
@@ -65,13 +56,13 @@ def _pil():
 
 def _changed_length():
     items = [(torch.rand(3, 8, 8), 0) for _ in range(4)]
-    ds = pa.ProxyDataset(_Items(items))
+    ds = pa.ProxyDataset(Items(items))
     items.append((torch.rand(3, 8, 8), 1))
     return ds.refresh(_cnn())
 
 
 def _uint8_refresh():
-    ds = pa.ProxyDataset(_Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
+    ds = pa.ProxyDataset(Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
     return ds.refresh(_cnn())
 
 
@@ -123,13 +114,13 @@ CASES: List[Case] = [
     Case("bank", "repeated indices in put", lambda: _bank().put(torch.tensor([0, 0]), torch.rand(2, 2, 2)), ValueError, r"idx contains repeated indices"),
     Case("bank", "a transform over something else", lambda: pa.ProxyTransform(torch.zeros(3)), TypeError, r"bank must be a proxyaug.MaskBank"),
     # dataset
-    Case("dataset", "item is a PIL image", lambda: pa.ProxyDataset(_Items([(_pil(), 0)]))[0], TypeError, r"dataset\[0\] returned an image that is a PIL.Image.Image; expected a float tensor \(C, H, W\) in \[0, 1\]"),
-    Case("dataset", "item is a bare tensor (no label)", lambda: pa.ProxyDataset(_Items([torch.rand(3, 4, 4)]))[0], TypeError, r"dataset\[0\] returned a tensor of shape \(3, 4, 4\)"),
-    Case("dataset", "item is a dict", lambda: pa.ProxyDataset(_Items([{"image": torch.rand(3, 4, 4), "label": 0}]))[0], TypeError, r"returned a dict with keys \['image', 'label'\]"),
-    Case("dataset", "label is not a class index", lambda: pa.ProxyDataset(_Items([(torch.rand(3, 4, 4), 0.5)]))[0], TypeError, r"label that is a float; expected an integer class index"),
+    Case("dataset", "item is a PIL image", lambda: pa.ProxyDataset(Items([(_pil(), 0)]))[0], TypeError, r"dataset\[0\] returned an image that is a PIL.Image.Image; expected a float tensor \(C, H, W\) in \[0, 1\]"),
+    Case("dataset", "item is a bare tensor (no label)", lambda: pa.ProxyDataset(Items([torch.rand(3, 4, 4)]))[0], TypeError, r"dataset\[0\] returned a tensor of shape \(3, 4, 4\)"),
+    Case("dataset", "item is a dict", lambda: pa.ProxyDataset(Items([{"image": torch.rand(3, 4, 4), "label": 0}]))[0], TypeError, r"returned a dict with keys \['image', 'label'\]"),
+    Case("dataset", "label is not a class index", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0.5)]))[0], TypeError, r"label that is a float; expected an integer class index"),
     Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
     Case("dataset", "dataset changed length", _changed_length, RuntimeError, r"the dataset has 5 samples but its bank was made for 4"),
-    Case("dataset", "empty dataset", lambda: pa.ProxyDataset(_Items([])), ValueError, r"dataset is empty"),
+    Case("dataset", "empty dataset", lambda: pa.ProxyDataset(Items([])), ValueError, r"dataset is empty"),
     Case("dataset", "refresh on a plain dataset", lambda: pa.refresh(_cnn(), TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset"),
     # model
     Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),

@@ -2,24 +2,11 @@ import pickle
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import proxyaug as pa
 
-
-class Listing(Dataset):
-    """A base dataset yielding fixed items, with an attribute to forward."""
-
-    classes = ["zero", "one"]
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+from .conftest import Items
 
 
 def test_yields_x_y_idx_and_forwards_attributes(base):
@@ -28,7 +15,7 @@ def test_yields_x_y_idx_and_forwards_attributes(base):
     assert torch.equal(x, base[3][0]) and int(y) == int(base[3][1]) and i == 3
     assert ds[-1][2] == 39
     assert ds.tensors is base.tensors
-    assert pa.ProxyDataset(Listing([(torch.rand(1, 2, 2), 0)])).classes == ["zero", "one"]
+    assert pa.ProxyDataset(Items([(torch.rand(1, 2, 2), 0)])).classes == ["zero", "one"]
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         ds.nothing
 
@@ -78,12 +65,12 @@ def test_loop_with_transform_uses_indices(model, base):
 )
 def test_bad_items(item, match):
     with pytest.raises(TypeError, match=match):
-        pa.ProxyDataset(Listing([item]))[0]
+        pa.ProxyDataset(Items([item]))[0]
 
 
 def test_uint8_images_need_a_converting_preprocess(model):
     items = [(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8), i % 4) for i in range(12)]
-    ds = pa.ProxyDataset(Listing(items))
+    ds = pa.ProxyDataset(Items(items))
     assert ds[0][0].dtype == torch.uint8
     with pytest.raises(TypeError, match=r"the dataset yields torch.uint8 images; pass preprocess="):
         ds.refresh(model)
@@ -98,7 +85,7 @@ def test_uint8_images_need_a_converting_preprocess(model):
 def test_pil_images_get_a_hint():
     from PIL import Image
 
-    ds = pa.ProxyDataset(Listing([(Image.new("RGB", (4, 4)), 1)]))
+    ds = pa.ProxyDataset(Items([(Image.new("RGB", (4, 4)), 1)]))
     with pytest.raises(TypeError, match=r"image that is a PIL.Image.Image.*ToTensor"):
         ds[0]
 
@@ -114,7 +101,7 @@ def test_bad_construction(base):
 
 def test_dataset_changing_length_is_detected(model):
     items = [(torch.rand(3, 8, 8), i % 4) for i in range(12)]
-    ds = pa.ProxyDataset(Listing(items))
+    ds = pa.ProxyDataset(Items(items))
     items.append((torch.rand(3, 8, 8), 0))
     with pytest.raises(RuntimeError, match=r"13 samples but its bank was made for 12"):
         ds.refresh(model)

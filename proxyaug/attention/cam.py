@@ -28,12 +28,11 @@ from .adapter import adapter_cams, adapter_methods
 from .layers import LayerSpec, Reshape, TargetLayer, resolve_layers
 from .methods import EIGEN, GRADIENT_FREE, NATIVE_METHODS, contributions, eigen_projection
 
-__all__ = ["attention_maps", "compute_cams", "resolve_method", "default_logits", "METHODS"]
+__all__ = ["attention_maps", "compute_cams", "resolve_method", "default_logits"]
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 LogitsFn = Callable[[Any], torch.Tensor]
 
-METHODS = NATIVE_METHODS
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 
 

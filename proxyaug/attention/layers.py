@@ -203,15 +203,3 @@ def resolve_layers(model: nn.Module, layer: LayerSpec, x: Optional[torch.Tensor]
         raise ValueError("layer=[] is empty; expected at least one module or name.")
     modules = dict(model.named_modules())
     return [_target(model, *_one(model, spec, modules), reshape) for spec in specs]
-
-
-def resolve_layer(model: nn.Module, layer: Union[str, nn.Module, None], x: Optional[torch.Tensor]) -> Tuple[str, nn.Module]:
-    """``(name, module)`` of a single ``layer`` spec (``None`` finds it from ``x``).
-
-    Examples:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> resolve_layer(net, "0", None)[0]
-        '0'
-    """
-    t = resolve_layers(model, layer, x)[0]
-    return t.name, t.module
