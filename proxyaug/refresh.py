@@ -256,16 +256,17 @@ def refresh(
         with torch.no_grad():
             for x, y, i in batches(candidates, "proxyaug scan"):
                 lg = _logits(model(prepare(x)), logits)
-                y = _labels(y)
+                y = _labels(y).to(lg.device, non_blocking=True)
                 idx_parts.append(i)
-                wrong_parts.append(lg.argmax(dim=1).cpu() != y)
+                # kept on the device: one host transfer after the scan, not one sync per batch
+                wrong_parts.append(lg.argmax(dim=1) != y)
                 s = scores(select, lg, y)
                 if s is not None:
                     score_parts.append(s)
-        scan_end = time.perf_counter()
         scanned = torch.cat(idx_parts) if idx_parts else torch.empty(0, dtype=torch.long)
-        wrong_mask = torch.cat(wrong_parts) if wrong_parts else torch.empty(0, dtype=torch.bool)
-        score = torch.cat(score_parts) if score_parts else None
+        wrong_mask = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
+        score = torch.cat(score_parts).cpu() if score_parts else None
+        scan_end = time.perf_counter()
         chosen = choose(select, scanned, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
 
         maps_parts: List[torch.Tensor] = []

@@ -37,7 +37,7 @@ def budget(n_wrong: int, fraction: float) -> int:
 
 
 def scores(select: str, logits: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
-    """Per-image scores of the ranking policies (higher is chosen first), float32 on the host.
+    """Per-image scores of the ranking policies (higher is chosen first), float32 on the logits' device.
 
     Examples:
         >>> logits = torch.tensor([[2.0, 0.0], [0.1, 0.0]])
@@ -59,7 +59,7 @@ def scores(select: str, logits: torch.Tensor, labels: torch.Tensor) -> Optional[
         else:
             top2 = p.topk(2, dim=1).values
             s = top2[:, 1] - top2[:, 0]  # minus the margin: the smallest margin scores highest
-    return s.cpu()
+    return s
 
 
 def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
