@@ -9,7 +9,7 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import functional, selection, viz
+from . import distributed, functional, selection, viz
 from .attention import attention_maps, find_target_layer
 from .bank import MaskBank
 from .dataset import ProxyDataset
@@ -22,6 +22,7 @@ __all__ = [
     "functional",
     "viz",
     "selection",
+    "distributed",
     "MaskBank",
     "ProxyTransform",
     "ProxyDataset",

@@ -171,8 +171,13 @@ class ProxyDataset(Dataset):
             return torch.empty(0, dtype=torch.long)
         return self._wrong.nonzero().flatten().cpu()
 
-    def _observed_candidates(self) -> Optional[torch.Tensor]:
-        wrong = self.observed_wrong
+    def _observed_candidates(self, shard: Any = None) -> Optional[torch.Tensor]:
+        """The indices to scan if ``observe`` recorded any mistake (on any rank), else ``None``."""
+        if shard is not None:  # the union of every rank's observations, the same on all ranks
+            flags = self._wrong if self._wrong is not None else torch.zeros(len(self), dtype=torch.bool)
+            wrong = shard.max(flags.to(torch.uint8)).nonzero().flatten().cpu()
+        else:
+            wrong = self.observed_wrong
         return wrong if wrong.numel() else None
 
     def _commit(self, idx: Optional[torch.Tensor], maps: Optional[torch.Tensor], *, reset: bool, report: RefreshReport) -> None:

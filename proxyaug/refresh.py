@@ -23,6 +23,7 @@ from ._checks import check_choice, check_index, check_positive_int, check_unit_i
 from .attention._state import eval_mode, unwrap
 from .attention.cam import _logits, compute_cams, resolve_method
 from .attention.layers import LayerSpec, Reshape, resolve_layers
+from .distributed import shard_context
 from .selection import SELECT, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
@@ -50,6 +51,8 @@ class RefreshReport:
         source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
             when the caller gave them, ``"all"`` for a full scan.
         select: the selection policy.
+        world_size: ranks that shared the work (1 without ``torch.distributed``).
+        computed: maps this rank computed (its share of ``chosen``).
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -75,6 +78,8 @@ class RefreshReport:
     source: str
     skipped: int = 0
     select: str = "wrong"
+    world_size: int = 1
+    computed: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -145,6 +150,7 @@ def refresh(
     logits: Optional[Callable[[Any], torch.Tensor]] = None,
     eigen_smooth: bool = False,
     smooth_sigma: Optional[float] = None,
+    distributed: Optional[bool] = None,
 ) -> RefreshReport:
     """Recompute attention maps for a fraction of the training images the model gets wrong.
 
@@ -158,6 +164,11 @@ def refresh(
        predicted class (``target="pred"``, the thesis' choice) or the label.
     4. **Commit**: the new maps go into ``ds.bank`` in one step; other samples keep their earlier
        maps unless ``reset``.
+
+    Under an initialised ``torch.distributed`` process group every rank calls ``refresh`` at the
+    same point; each scans and maps every ``world_size``-th candidate, the results are all-reduced,
+    and every rank ends with the same bank (see [`proxyaug.distributed`][proxyaug.distributed]).
+    Mistakes that ``observe`` recorded on any rank are scanned.
 
     Args:
         model: the classifier being trained; left exactly as found (DDP, DataParallel and
@@ -182,6 +193,8 @@ def refresh(
         logits: as in [`attention_maps()`][proxyaug.attention_maps].
         eigen_smooth: as in [`attention_maps()`][proxyaug.attention_maps].
         smooth_sigma: as in [`attention_maps()`][proxyaug.attention_maps].
+        distributed: share the work across the ranks of an initialised process group; ``None``
+            does so whenever one of two or more ranks exists, ``False`` never does.
 
     Returns:
         A [`RefreshReport`][proxyaug.RefreshReport].
@@ -222,14 +235,17 @@ def refresh(
     device = torch.device(device) if device is not None else _model_device(model)
     layers = resolve_layers(model, layer, None, reshape) if layer is not None else None
 
+    shard = shard_context(distributed)
     if indices is not None:
         given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
         candidates, source = check_index("indices", given, size=len(ds)).cpu(), "indices"
     else:
-        candidates = ds._observed_candidates()
+        candidates = ds._observed_candidates(shard)
         source = "observed" if candidates is not None else "all"
         if candidates is None:
             candidates = torch.arange(len(ds))
+    n_candidates = candidates.numel()
+    my_candidates = candidates[shard.positions(n_candidates)] if shard else candidates
     show = progress if progress is not None else math.ceil(candidates.numel() / batch_size) >= 20
 
     def batches(idx: torch.Tensor, desc: str) -> Iterable[Any]:
@@ -250,27 +266,29 @@ def refresh(
         return preprocess(x) if preprocess is not None else x
 
     with eval_mode(model):
-        idx_parts: List[torch.Tensor] = []
         wrong_parts: List[torch.Tensor] = []
         score_parts: List[torch.Tensor] = []
         with torch.no_grad():
-            for x, y, i in batches(candidates, "proxyaug scan"):
+            for x, y, _ in batches(my_candidates, "proxyaug scan"):
                 lg = _logits(model(prepare(x)), logits)
                 y = _labels(y).to(lg.device, non_blocking=True)
-                idx_parts.append(i)
                 # kept on the device: one host transfer after the scan, not one sync per batch
                 wrong_parts.append(lg.argmax(dim=1) != y)
                 s = scores(select, lg, y)
                 if s is not None:
                     score_parts.append(s)
-        scanned = torch.cat(idx_parts) if idx_parts else torch.empty(0, dtype=torch.long)
         wrong_mask = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
         score = torch.cat(score_parts).cpu() if score_parts else None
+        if shard:  # every rank gets every rank's results, in candidate order
+            wrong_mask = shard.gather_rows(wrong_mask.to(torch.uint8), n_candidates, ()).bool()
+            if select not in ("wrong", "random"):
+                score = shard.gather_rows(score if score is not None else torch.empty(0), n_candidates, ())
         scan_end = time.perf_counter()
-        chosen = choose(select, scanned, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
+        chosen = choose(select, candidates, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
+        my_chosen = chosen[shard.positions(chosen.numel())] if shard else chosen
 
         maps_parts: List[torch.Tensor] = []
-        for x, y, _ in batches(chosen, "proxyaug maps"):
+        for x, y, _ in batches(my_chosen, "proxyaug maps"):
             x = prepare(x)
             if layers is None:
                 layers = resolve_layers(model, None, x, reshape)
@@ -284,6 +302,10 @@ def refresh(
     end = time.perf_counter()
 
     maps = torch.cat(maps_parts) if maps_parts else None
+    if shard and chosen.numel():
+        local = maps if maps is not None else torch.empty(0, 0, 0)
+        h, w = shard.max(torch.tensor(local.shape[-2:] if maps is not None else (0, 0))).tolist()
+        maps = shard.gather_rows(local.reshape(-1, h, w), chosen.numel(), (h, w))
     written, skipped = chosen, 0
     if maps is not None:
         finite = torch.isfinite(maps).flatten(1).all(dim=1).cpu()
@@ -297,10 +319,10 @@ def refresh(
             )
             written, maps = chosen[finite], maps[finite.to(maps.device)]
     report = RefreshReport(
-        scanned=candidates.numel(), wrong=int(wrong_mask.sum()), chosen=chosen.numel(), written=written.numel(),
+        scanned=n_candidates, wrong=int(wrong_mask.sum()), chosen=chosen.numel(), written=written.numel(),
         seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=method,
         layer=",".join(t.name for t in layers) if layers else "", indices=written, source=source,
-        skipped=skipped, select=select,
+        skipped=skipped, select=select, world_size=shard.world_size if shard else 1, computed=my_chosen.numel(),
     )
     ds._commit(written if maps is not None and written.numel() else None, maps, reset=reset, report=report)
     report.seconds = time.perf_counter() - start

@@ -12,7 +12,10 @@ import pytest
 import proxyaug as pa
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PUBLIC = {"proxyaug": pa, "functional": pa.functional, "selection": pa.selection, "attention": pa.attention, "viz": pa.viz}
+PUBLIC = {
+    "proxyaug": pa, "functional": pa.functional, "selection": pa.selection, "attention": pa.attention, "viz": pa.viz,
+    "distributed": pa.distributed,
+}
 
 
 def _public_objects():
@@ -30,7 +33,7 @@ def test_every_public_name_has_a_runnable_example(name, obj):
 
 def test_every_public_name_is_in_the_api_reference():
     api = (ROOT / "docs" / "api.md").read_text()
-    documented_modules = {"functional", "selection", "attention", "viz"}
+    documented_modules = {"functional", "selection", "attention", "viz", "distributed"}
     for name in pa.__all__:
         if name.startswith("__") or name in documented_modules:
             continue
