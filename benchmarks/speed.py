@@ -93,8 +93,9 @@ def measure_interleaved(fns: Dict[str, Callable[[], Any]], device: torch.device,
     ``repeats`` rounds; each runs every callable once, in an order rotated from round to round,
     and each timed call directly follows an untimed call of the same callable. A callable timed
     right after a different one pays for that one's memory churn (on the CPU, re-faulting pages
-    the allocator gave back): measured here as +25 % on a ResNet-18 forward pass that followed a
-    pytorch-grad-cam call. Steady state is also what a refresh sees, batch after batch.
+    the allocator gave back): a ResNet-18 forward pass timed right after a pytorch-grad-cam call
+    measured slower than proxyaug's map computation that contains it. Steady state is also what
+    a refresh sees, batch after batch.
     """
     for _ in range(warmup):
         for fn in fns.values():
