@@ -148,6 +148,12 @@ class MaskBank(nn.Module):
         if idx.numel() != torch.unique(idx).numel():
             raise ValueError("idx contains repeated indices; expected each sample at most once.")
         if self.resolution != res:
+            if self.maps.is_shared() and self.resolution is not None:
+                raise ValueError(
+                    f"maps have resolution {res} but this bank stores {self.resolution} in shared memory, which "
+                    "DataLoader workers hold: it cannot be reallocated. Build the dataset with resolution= the "
+                    "target layer's (h, w)."
+                )
             self.maps = torch.zeros(len(self), *res, dtype=self.maps.dtype, device=self.device)
             self.present.zero_()
         elif clear_others:
@@ -178,7 +184,11 @@ class MaskBank(nn.Module):
                 f"state_dict is of a bank of {present.shape[0]} samples but this bank has {len(self)}; "
                 "expected the same dataset length."
             )
-        self.maps = maps.to(self.device, self.maps.dtype).clone()
-        self.present = present.to(self.device, torch.bool).clone()
+        if tuple(maps.shape) == tuple(self.maps.shape):  # in place: workers sharing the memory see it
+            self.maps.copy_(maps)
+            self.present.copy_(present)
+        else:
+            self.maps = maps.to(self.device, self.maps.dtype).clone()
+            self.present = present.to(self.device, torch.bool).clone()
         return nn.modules.module._IncompatibleKeys([], [])
 

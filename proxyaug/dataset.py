@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from ._checks import check_index, describe
 from .bank import MaskBank
 from .refresh import RefreshReport, refresh
+from .transform import ProxyTransform
 
 __all__ = ["ProxyDataset"]
 
@@ -97,17 +98,72 @@ class ProxyDataset(Dataset):
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
         self._wrong: Optional[torch.Tensor] = None  # flags set by observe() since the last refresh
+        self.proxy: Optional[ProxyTransform] = None  # set by enable_cpu_path
+        self.transform: Optional[Callable[[torch.Tensor], Any]] = None
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, Any, int]:
+    def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
+        x, y, index = self._canonical(index)
+        if self.proxy is not None:  # the CPU path: replacement here, in the worker
+            x = self.proxy(x.unsqueeze(0), torch.tensor([index]))[0]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, y, index
+
+    def _canonical(self, index: int) -> Tuple[torch.Tensor, Any, int]:
+        """The base dataset's item, validated: what maps are computed on."""
         index = int(index)
         if index < 0:
             index += len(self)
         x, y = _check_item(self.dataset[index], index)
         return x, y, index
+
+    def enable_cpu_path(self, transform: Optional[Callable[[torch.Tensor], Any]] = None, **proxy: Any) -> "ProxyDataset":
+        """Apply the maps inside ``__getitem__`` (in DataLoader workers), then ``transform``.
+
+        For pipelines whose augmentation runs on the CPU (albumentations, torchvision v2): each
+        item is replaced with [`ProxyTransform`][proxyaug.ProxyTransform] settings ``proxy``
+        (``mode``, ``threshold``, ``weight``, ``p``, ``blur_sigma``) in its canonical frame, then
+        ``transform`` (random augmentation, conversion) runs on it. The bank moves to shared memory,
+        so maps that a later [`refresh()`][proxyaug.refresh.refresh] writes in the main process are
+        seen by running workers, ``persistent_workers=True`` included, without restarting them.
+        Refreshes still scan the canonical images.
+
+        Args:
+            transform: applied to each ``(C, H, W)`` image after the replacement.
+            **proxy: [`ProxyTransform`][proxyaug.ProxyTransform] arguments.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: the bank is not on the CPU, or its resolution is not fixed (shared memory
+                must never be reallocated).
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = ProxyDataset(TensorDataset(torch.ones(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)), resolution=(2, 2))
+            >>> ds = ds.enable_cpu_path(mode="black", threshold=0.5, transform=lambda x: x * 2)
+            >>> ds.bank.put(torch.tensor([1]), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
+            >>> ds[0][0].sum().item(), ds[1][0].sum().item()  # sample 1 lost its top-left corner
+            (32.0, 24.0)
+        """
+        if self.bank.device.type != "cpu":
+            raise ValueError(f"the CPU path needs the bank on the CPU; it is on {self.bank.device}. Build the dataset with device='cpu'.")
+        if self.bank.resolution is None:
+            raise ValueError(
+                "the CPU path needs a fixed map resolution, so that the bank's shared memory is never reallocated: "
+                "build the dataset with resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
+            )
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
+        self.bank.share_memory()
+        self.proxy = ProxyTransform(self.bank, **proxy)
+        self.transform = transform
+        return self
 
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")

@@ -111,7 +111,7 @@ class _Items(Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int) -> Any:
-        return self.ds[self.indices[k]]
+        return self.ds._canonical(self.indices[k])  # never the CPU path's proxied, augmented view
 
 
 def _model_device(model: nn.Module) -> torch.device:
