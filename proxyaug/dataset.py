@@ -227,6 +227,42 @@ class ProxyDataset(Dataset):
             return torch.empty(0, dtype=torch.long)
         return self._wrong.nonzero().flatten().cpu()
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs of this dataset: the bank, the refresh count (the default
+        selection seed) and the mistakes ``observe`` recorded since the last refresh.
+
+        Save it with the model, the optimizer, the schedule's ``state_dict()`` (on-plateau
+        schedules), ``torch.get_rng_state()`` (the transform's draws when ``p < 1``, dropout) and
+        the DataLoader generator's state; restored, training continues exactly as if it had not
+        stopped (``tests/test_resume.py``).
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = ProxyDataset(TensorDataset(torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)), resolution=(2, 2))
+            >>> ds.bank.put(torch.tensor([3]), torch.rand(1, 2, 2))
+            >>> again = ProxyDataset(TensorDataset(torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)))
+            >>> again.load_state_dict(ds.state_dict())
+            >>> again.bank.present.tolist(), again.refreshes
+            ([False, False, False, True], 0)
+        """
+        return {
+            "bank": {k: v.detach().cpu() for k, v in self.bank.state_dict().items()},
+            "refreshes": self.refreshes,
+            "observed": None if self._wrong is None else self._wrong.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what [`state_dict()`][proxyaug.ProxyDataset.state_dict] returned (validated first)."""
+        missing = {"bank", "refreshes", "observed"} - set(state)
+        if missing:
+            raise KeyError(f"state lacks {sorted(missing)}; expected ProxyDataset.state_dict() output.")
+        observed = state["observed"]
+        if observed is not None and tuple(observed.shape) != (len(self),):
+            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {len(self)}.")
+        self.bank.load_state_dict(state["bank"])
+        self.refreshes = int(state["refreshes"])
+        self._wrong = None if observed is None else observed.to(self.bank.device, torch.bool)
+
     def _observed_candidates(self, shard: Any = None) -> Optional[torch.Tensor]:
         """The indices to scan if ``observe`` recorded any mistake (on any rank), else ``None``."""
         if shard is not None:  # the union of every rank's observations, the same on all ranks
