@@ -1,0 +1,106 @@
+"""PyTorch Lightning: a Callback that runs Proxy Attention inside ``Trainer.fit``.
+
+Install with ``pip install proxyaug[lightning]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+import torch
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover - the standalone package
+    from pytorch_lightning import Callback
+
+from ..dataset import ProxyDataset
+from ..refresh import RefreshReport
+from ..schedule import PlateauSchedule, ProxySchedule
+from ..transform import ProxyTransform
+
+__all__ = ["ProxyAttention"]
+
+
+class ProxyAttention(Callback):
+    """Proxy Attention as a Lightning callback: nothing changes in your LightningModule.
+
+    - **Every training batch**, after Lightning moved it to the device, its images are replaced in
+      place with the stored maps (``batch[0]`` images, ``batch[2]`` dataset indices: the
+      ``(x, y, idx)`` that a [`ProxyDataset`][proxyaug.ProxyDataset] yields).
+    - **At the end of each training epoch** (after validation), the schedule decides whether to
+      [`refresh()`][proxyaug.refresh.refresh] the maps with the LightningModule as the model.
+    - **Checkpoints** carry the bank, the refresh count, the observations and the schedule's state
+      (``state_dict`` / ``load_state_dict``), so a resumed fit continues where it stopped.
+
+    Args:
+        dataset: the training [`ProxyDataset`][proxyaug.ProxyDataset].
+        schedule: a [`ProxySchedule`][proxyaug.ProxySchedule] or the thesis notation.
+        mode: replacement mode, as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        threshold: as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        weight: as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        p: as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        preprocess: what the LightningModule does to images before its layers (normalisation),
+            for the refresh; ``None`` if ``forward`` does it itself.
+        monitor: the logged metric an on-plateau schedule watches (e.g. ``"val_acc"``).
+        **refresh_kwargs: passed to [`refresh()`][proxyaug.refresh.refresh] (``method``,
+            ``fraction``, ``select``, ``batch_size``, ...).
+
+    Examples:
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = ProxyDataset(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)))
+        >>> callback = ProxyAttention(ds, "2,p,2", fraction=0.2)
+        >>> callback.schedule.refresh_epochs, callback.proxy.mode
+        ((2,), 'blend')
+    """
+
+    def __init__(
+        self,
+        dataset: ProxyDataset,
+        schedule: Union[ProxySchedule, str, Sequence[Union[int, str]]] = "5,p,9,p,9,p,4",
+        *,
+        mode: str = "blend",
+        threshold: float = 0.85,
+        weight: float = 0.1,
+        p: float = 1.0,
+        preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        monitor: Optional[str] = None,
+        **refresh_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(dataset, ProxyDataset):
+            raise TypeError(f"dataset must be a proxyaug.ProxyDataset; got {type(dataset).__name__}.")
+        self.dataset = dataset
+        self.schedule = schedule if isinstance(schedule, ProxySchedule) else ProxySchedule.parse(schedule)
+        if isinstance(self.schedule, PlateauSchedule) and not monitor:
+            raise ValueError("an on_plateau schedule needs monitor= the name of a logged metric, e.g. 'val_acc'.")
+        self.proxy = ProxyTransform(dataset.bank, mode=mode, threshold=threshold, weight=weight, p=p)
+        self.preprocess, self.monitor, self.refresh_kwargs = preprocess, monitor, refresh_kwargs
+        self.reports: List[RefreshReport] = []
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self.proxy.to(pl_module.device)  # the bank follows the module
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 3:
+            raise TypeError("ProxyAttention expects batches (x, y, idx) from a proxyaug.ProxyDataset loader.")
+        x, idx = batch[0], batch[2]
+        x.copy_(self.proxy(x, idx))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        metric = None
+        if isinstance(self.schedule, PlateauSchedule):
+            if self.monitor not in trainer.callback_metrics:
+                raise KeyError(f"monitor={self.monitor!r} was not logged; logged metrics: {sorted(trainer.callback_metrics)}.")
+            metric = float(trainer.callback_metrics[self.monitor])
+        if self.schedule.should_refresh(trainer.current_epoch, metric):
+            report = self.dataset.refresh(pl_module, preprocess=self.preprocess, progress=False, **self.refresh_kwargs)
+            self.reports.append(report)
+            pl_module.log_dict({"proxyaug/wrong": float(report.wrong), "proxyaug/written": float(report.written)})
+
+    def state_dict(self) -> dict:
+        return {"dataset": self.dataset.state_dict(), "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.dataset.load_state_dict(state_dict["dataset"])
+        self.schedule.load_state_dict(state_dict["schedule"])

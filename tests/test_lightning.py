@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import proxyaug as pa
+
+L = pytest.importorskip("lightning.pytorch")
+from proxyaug.integrations.lightning import ProxyAttention  # noqa: E402
+
+from .conftest import SmallCNN  # noqa: E402
+
+
+class Module(L.LightningModule):
+    def __init__(self, ds):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.ds, self.changed = SmallCNN(), ds, 0
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y, idx = batch
+        canonical = self.ds.dataset.tensors[0][idx]
+        self.changed += int((x != canonical).flatten(1).any(1).sum())  # what the callback did
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def _trainer(tmp_path, epochs, callback):
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[callback])
+
+
+def _ds():
+    g = torch.Generator().manual_seed(0)
+    return pa.ProxyDataset(TensorDataset(torch.rand(32, 3, 16, 16, generator=g), torch.randint(0, 4, (32,), generator=g)))
+
+
+def test_trainer_refreshes_transforms_and_checkpoints(tmp_path):
+    ds = _ds()
+    module = Module(ds)
+    callback = ProxyAttention(ds, "1,p,1,p", mode="black", threshold=0.5, fraction=1.0)
+    trainer = _trainer(tmp_path, 4, callback)
+    trainer.fit(module, DataLoader(ds, batch_size=8, shuffle=True))
+    assert len(callback.reports) == 2 and ds.refreshes == 2
+    assert ds.bank.present.sum() == len(set().union(*(set(r.indices.tolist()) for r in callback.reports)))
+    assert module.changed > 0  # batches after the first refresh were transformed on the device
+    assert all(not m._forward_hooks for m in module.modules())
+
+    path = tmp_path / "fit.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["callbacks"]
+    restored_ds = _ds()
+    restored = ProxyAttention(restored_ds, "1,p,1,p", mode="black", threshold=0.5, fraction=1.0)
+    restored.load_state_dict(next(iter(state.values())))
+    assert torch.equal(restored_ds.bank.present, ds.bank.present) and restored_ds.refreshes == 2
+
+
+def test_misuse_is_explained():
+    with pytest.raises(ValueError, match=r"on_plateau schedule needs monitor="):
+        ProxyAttention(_ds(), pa.ProxySchedule.on_plateau())
+    with pytest.raises(TypeError, match=r"dataset must be a proxyaug.ProxyDataset"):
+        ProxyAttention(TensorDataset(torch.rand(2, 1)))
