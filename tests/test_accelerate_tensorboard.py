@@ -1,0 +1,58 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import proxyaug as pa
+
+from .conftest import SmallCNN
+
+
+def _ds():
+    g = torch.Generator().manual_seed(0)
+    return pa.ProxyDataset(TensorDataset(torch.rand(32, 3, 16, 16, generator=g), torch.randint(0, 4, (32,), generator=g)))
+
+
+def test_accelerate_recipe_with_checkpointing(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    acc = accelerate.Accelerator(cpu=True)
+    ds = _ds()
+    torch.manual_seed(0)
+    net = SmallCNN()
+    model, opt, loader = acc.prepare(net, torch.optim.SGD(net.parameters(), lr=0.05), DataLoader(ds, batch_size=8))
+    acc.register_for_checkpointing(ds)  # bank, refresh count, observations
+    proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
+    for epoch in range(2):
+        for x, y, idx in loader:
+            loss = nn.functional.cross_entropy(model(proxy(x, idx)), y)
+            opt.zero_grad()
+            acc.backward(loss)
+            opt.step()
+        report = ds.refresh(acc.unwrap_model(model), fraction=1.0)
+    assert ds.refreshes == 2 and report.written == report.wrong
+    acc.save_state(str(tmp_path / "state"))
+
+    again = _ds()
+    acc2 = accelerate.Accelerator(cpu=True)
+    acc2.register_for_checkpointing(again)
+    acc2.load_state(str(tmp_path / "state"))
+    assert torch.equal(again.bank.maps, ds.bank.maps) and again.refreshes == 2
+
+
+def test_tensorboard_logs_statistics_and_a_grid(tmp_path, model):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from proxyaug.integrations.tensorboard import log_refresh
+
+    ds = _ds()
+    report = ds.refresh(model, fraction=1.0)
+    with SummaryWriter(str(tmp_path)) as writer:
+        log_refresh(writer, report, step=1, dataset=ds, images=4)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = events.Tags()
+    assert {"proxyaug/wrong", "proxyaug/written", "proxyaug/seconds"} <= set(tags["scalars"])
+    assert events.Scalars("proxyaug/written")[0].value == report.written
+    assert tags["images"] == ["proxyaug/original_map_proxy"]
