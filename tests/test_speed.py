@@ -30,3 +30,22 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
 def test_unknown_case_is_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown case\(s\) \['nope'\]"):
         speed.main(["--preset", "smoke", "--cases", "nope", "--out", str(tmp_path)])
+
+
+def test_imagenet_estimate_arithmetic():
+    from benchmarks.scale_estimate import IMAGENET, estimate, render
+
+    results = {
+        "json": "x.json", "environment": {"device": "test device", "commit": "abc"},
+        "cases": {"bank": {"7x7": {"bytes_per_image": 99}},
+                  "maps": [{"model": "m", "method": "gradcam++", "forward_images_per_s": 1000.0, "proxyaug_images_per_s": 500.0}]},
+    }
+    e = estimate(results, "m", "gradcam++", wrong=0.3, fraction=0.2, gpus=[1, 8])
+    one, eight = e["rows"]
+    maps = round(0.2 * 0.3 * IMAGENET)
+    assert one["maps"] == maps
+    assert one["full_scan_s"] == pytest.approx(IMAGENET / 1000 + maps / 500)
+    assert eight["full_scan_s"] == pytest.approx(one["full_scan_s"] / 8)
+    assert one["observed_scan_s"] == pytest.approx(0.3 * IMAGENET / 1000 + maps / 500)
+    assert one["bank_mb_per_rank"] == pytest.approx(99 * IMAGENET / 1e6)
+    assert "test device" in render(e)
