@@ -113,7 +113,11 @@ class MaskBank(nn.Module):
             ``(maps, present)``: float32 maps of shape ``(K, h, w)`` (zeros where absent) and a
             bool tensor of shape ``(K,)``, both on the bank's device.
         """
-        idx = check_index("idx", idx, size=len(self)).to(self.device, non_blocking=True)
+        return self._lookup(check_index("idx", idx, size=len(self)))
+
+    def _lookup(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[`get()`][proxyaug.MaskBank.get] for indices already validated (the per-batch path)."""
+        idx = idx.to(self.device, non_blocking=True)
         return self.maps.index_select(0, idx).float(), self.present.index_select(0, idx)
 
     def put(self, idx: Any, maps: torch.Tensor, *, clear_others: bool = False) -> None:

@@ -99,7 +99,7 @@ class ProxyTransform(nn.Module):
         idx = check_index("idx", idx, size=len(self.bank), length=x.shape[0])
         if (params is None and self.p == 0.0) or self.bank.resolution is None:
             return x  # nothing to apply, or a bank that has not received its first maps yet
-        maps, present = self.bank.get(idx)
+        maps, present = self.bank._lookup(idx)  # idx validated above, once per batch
         return F.replace(
             x, maps, self.mode, self.threshold, self.weight, self.p,
             present=present, params=params, blur_sigma=self.blur_sigma,
