@@ -8,12 +8,14 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_index, describe
+from ._checks import check_choice, check_index, describe
 from .bank import MaskBank
 from .refresh import RefreshReport, refresh
 from .transform import ProxyTransform
 
 __all__ = ["ProxyDataset"]
+
+PROXIES = ("replace", "append")
 
 
 def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
@@ -52,7 +54,21 @@ class ProxyDataset(Dataset):
     in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh.refresh] a ``preprocess`` that converts it, as
     your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
-    [`ProxyTransform`][proxyaug.ProxyTransform]. Unknown attributes are forwarded to the base dataset
+    [`ProxyTransform`][proxyaug.ProxyTransform].
+
+    With ``proxies="append"`` the originals stay untouched and every sample that has a map
+    appears a second time, as its proxy image (the thesis' other option: proxy images as extra
+    samples). The dataset then has ``len(dataset) + K`` items, ``K`` the samples that received
+    a map at the last refresh: items ``0 .. len(dataset) - 1`` are the originals with
+    ``idx = i``, item ``len(dataset) + k`` is the ``k``-th sample with a map with
+    ``idx = len(dataset) + i``. The bank has one row per ``idx`` (``2 * len(dataset)`` rows,
+    the first half always empty), so [`ProxyTransform`][proxyaug.ProxyTransform] turns exactly the
+    extra items into proxies and your loop does not change. The length changes at each refresh:
+    samplers that read ``len`` per epoch (``RandomSampler``, ``DistributedSampler``) follow;
+    give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch constant.
+    DataLoader workers see a refresh when they start (not with ``persistent_workers=True``).
+
+    Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
     is left out of the pickle, since workers never need it and must not hold CUDA tensors.
 
@@ -62,6 +78,8 @@ class ProxyDataset(Dataset):
         resolution: map resolution of a new bank; ``None`` takes the target layer's.
         device: where a new bank lives (the device your batches are on, e.g. ``"cuda"``).
         dtype: storage dtype of a new bank's maps.
+        proxies: ``"replace"``: a sample with a map is drawn as its proxy image; ``"append"``:
+            it is drawn as the original and, as an extra item, as its proxy image.
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -72,6 +90,11 @@ class ProxyDataset(Dataset):
         (torch.Size([3, 16, 16]), 1, 5, 8, 8)
         >>> ds.tensors[1].shape  # forwarded to the base dataset
         torch.Size([8])
+        >>> extra = ProxyDataset(base, resolution=(2, 2), proxies="append")
+        >>> extra.bank.put(torch.tensor([8 + 3]), torch.rand(1, 2, 2))  # what refresh does for sample 3
+        >>> extra._sync_extra()
+        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[3][0]))  # sample 3 again, as row 11
+        (9, 11, True)
     """
 
     def __init__(
@@ -82,19 +105,26 @@ class ProxyDataset(Dataset):
         resolution: Union[Sequence[int], int, None] = None,
         device: Union[str, torch.device, None] = None,
         dtype: torch.dtype = torch.float16,
+        proxies: str = "replace",
     ) -> None:
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise TypeError(f"dataset must be a map-style dataset with __getitem__ and __len__; got {type(dataset).__name__}.")
         n = len(dataset)
         if n < 1:
             raise ValueError("dataset is empty; expected at least one sample.")
+        proxies = check_choice("proxies", proxies, PROXIES)
+        rows = 2 * n if proxies == "append" else n
         if bank is None:
-            bank = MaskBank(n, resolution=resolution, device=device, dtype=dtype)
-        elif not isinstance(bank, MaskBank) or len(bank) != n:
+            bank = MaskBank(rows, resolution=resolution, device=device, dtype=dtype)
+        elif not isinstance(bank, MaskBank) or len(bank) != rows:
             got = f"a bank of {len(bank)} samples" if isinstance(bank, MaskBank) else type(bank).__name__
-            raise ValueError(f"bank must be a MaskBank of len(dataset)={n} samples; got {got}.")
+            need = f"2 * len(dataset)={rows} rows (proxies='append')" if proxies == "append" else f"len(dataset)={n} samples"
+            raise ValueError(f"bank must be a MaskBank of {need}; got {got}.")
         self.dataset = dataset
         self.bank = bank
+        self.proxies = proxies
+        self._n = n
+        self._extra = torch.empty(0, dtype=torch.long)  # proxies="append": the samples with a map, in order
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
         self._wrong: Optional[torch.Tensor] = None  # flags set by observe() since the last refresh
@@ -103,7 +133,7 @@ class ProxyDataset(Dataset):
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self._n + len(self._extra)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
         x, y, index = self._canonical(index)
@@ -118,8 +148,31 @@ class ProxyDataset(Dataset):
         index = int(index)
         if index < 0:
             index += len(self)
+        if index >= self._n and self.proxies == "append":
+            k = index - self._n
+            if k >= len(self._extra):
+                raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items.")
+            base = int(self._extra[k])
+            x, y = _check_item(self.dataset[base], base)
+            return x, y, self._n + base
         x, y = _check_item(self.dataset[index], index)
         return x, y, index
+
+    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Bank rows of base samples ``idx``: where refresh writes their maps."""
+        return idx + self._n if self.proxies == "append" else idx
+
+    def _sync_extra(self) -> None:
+        """``proxies="append"``: list the samples that have a map (after the bank changed)."""
+        if self.proxies == "append":
+            self._extra = self.bank.present[self._n :].nonzero().flatten().cpu()
+
+    def _check_length(self) -> None:
+        if len(self.dataset) != self._n:
+            raise RuntimeError(
+                f"the dataset has {len(self.dataset)} samples but its bank was made for {self._n}: the wrapped dataset "
+                "changed length. Build a new ProxyDataset for the new data."
+            )
 
     def enable_cpu_path(self, transform: Optional[Callable[[torch.Tensor], Any]] = None, **proxy: Any) -> "ProxyDataset":
         """Apply the maps inside ``__getitem__`` (in DataLoader workers), then ``transform``.
@@ -180,7 +233,7 @@ class ProxyDataset(Dataset):
         return state
 
     def __repr__(self) -> str:
-        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{len(self)})"
+        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self._n})"
 
     # -- Proxy Attention -------------------------------------------------------------------
     def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
@@ -194,7 +247,8 @@ class ProxyDataset(Dataset):
         those instead of the whole dataset. Runs on the logits' device without a host sync.
 
         Args:
-            idx: dataset indices of the batch ``(B,)``.
+            idx: the ``idx`` of the batch's items ``(B,)`` (with ``proxies="append"`` an extra
+                item counts for its original).
             logits: model outputs ``(B, num_classes)``.
             labels: true classes ``(B,)``.
 
@@ -208,13 +262,13 @@ class ProxyDataset(Dataset):
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
         batch = logits.shape[0]
-        idx = check_index("idx", idx, size=len(self), length=batch).to(logits.device)
+        idx = check_index("idx", idx, size=len(self.bank), length=batch).to(logits.device) % self._n
         labels = torch.as_tensor(labels, device=logits.device)
         if labels.shape != (batch,) or labels.is_floating_point():
             raise ValueError(f"labels must be {batch} integer class indices; got {describe(labels)}.")
         if self._wrong is None or self._wrong.device != logits.device:
             previous = self._wrong
-            self._wrong = torch.zeros(len(self), dtype=torch.bool, device=logits.device)
+            self._wrong = torch.zeros(self._n, dtype=torch.bool, device=logits.device)
             if previous is not None:
                 self._wrong |= previous.to(logits.device)
         wrong = logits.detach().argmax(dim=1) != labels
@@ -257,16 +311,17 @@ class ProxyDataset(Dataset):
         if missing:
             raise KeyError(f"state lacks {sorted(missing)}; expected ProxyDataset.state_dict() output.")
         observed = state["observed"]
-        if observed is not None and tuple(observed.shape) != (len(self),):
-            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {len(self)}.")
+        if observed is not None and tuple(observed.shape) != (self._n,):
+            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {self._n}.")
         self.bank.load_state_dict(state["bank"])
         self.refreshes = int(state["refreshes"])
         self._wrong = None if observed is None else observed.to(self.bank.device, torch.bool)
+        self._sync_extra()
 
     def _observed_candidates(self, shard: Any = None) -> Optional[torch.Tensor]:
         """The indices to scan if ``observe`` recorded any mistake (on any rank), else ``None``."""
         if shard is not None:  # the union of every rank's observations, the same on all ranks
-            flags = self._wrong if self._wrong is not None else torch.zeros(len(self), dtype=torch.bool)
+            flags = self._wrong if self._wrong is not None else torch.zeros(self._n, dtype=torch.bool)
             wrong = shard.max(flags.to(torch.uint8)).nonzero().flatten().cpu()
         else:
             wrong = self.observed_wrong
@@ -275,7 +330,8 @@ class ProxyDataset(Dataset):
     def _commit(self, idx: Optional[torch.Tensor], maps: Optional[torch.Tensor], *, reset: bool, report: RefreshReport) -> None:
         """Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist: write them, then start a new round."""
         if idx is not None:
-            self.bank.put(idx, maps, clear_others=reset)
+            self.bank.put(self._rows(idx), maps, clear_others=reset)
+        self._sync_extra()
         self._wrong = None
         self.refreshes += 1
         self.last_report = report

@@ -227,23 +227,20 @@ def refresh(
     bank = getattr(ds, "bank", None)
     if bank is None or not hasattr(ds, "_observed_candidates"):
         raise TypeError(f"ds must be a proxyaug.ProxyDataset holding its bank; got {type(ds).__name__}.")
-    if len(ds) != len(bank):
-        raise RuntimeError(
-            f"the dataset has {len(ds)} samples but its bank was made for {len(bank)}: the wrapped dataset "
-            "changed length. Build a new ProxyDataset for the new data."
-        )
+    ds._check_length()
+    n = len(ds.dataset)  # the base samples: with proxies="append", the originals only
     device = torch.device(device) if device is not None else _model_device(model)
     layers = resolve_layers(model, layer, None, reshape) if layer is not None else None
 
     shard = shard_context(distributed)
     if indices is not None:
         given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
-        candidates, source = check_index("indices", given, size=len(ds)).cpu(), "indices"
+        candidates, source = check_index("indices", given, size=n).cpu(), "indices"
     else:
         candidates = ds._observed_candidates(shard)
         source = "observed" if candidates is not None else "all"
         if candidates is None:
-            candidates = torch.arange(len(ds))
+            candidates = torch.arange(n)
     n_candidates = candidates.numel()
     my_candidates = candidates[shard.positions(n_candidates)] if shard else candidates
     show = progress if progress is not None else math.ceil(candidates.numel() / batch_size) >= 20

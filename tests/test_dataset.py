@@ -115,3 +115,39 @@ def test_observe_validation(base):
         ds.observe(torch.tensor([0]), torch.rand(2, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"labels must be 2 integer class indices"):
         ds.observe(torch.tensor([0, 1]), torch.rand(2, 4), torch.tensor([0.0, 1.0]))
+
+
+def test_append_mode_adds_proxies_as_extra_items(model, base):
+    ds = pa.ProxyDataset(base, proxies="append")
+    assert len(ds) == len(base) and len(ds.bank) == 2 * len(base)
+    report = ds.refresh(model, fraction=1.0, seed=0)
+    n, chosen = len(base), report.indices
+    assert report.written == len(chosen) > 0
+    assert len(ds) == n + len(chosen)
+    # the extra items are the chosen samples again, with idx = n + i; the originals keep idx = i
+    extra = [ds[n + k] for k in range(len(chosen))]
+    assert [i for _, _, i in extra] == (n + chosen).tolist()
+    for (x, y, _), i in zip(extra, chosen.tolist()):
+        assert x.equal(base[i][0]) and int(y) == int(base[i][1])
+    # the transform turns only the extra items into proxies
+    proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.0)
+    i = int(chosen[0])
+    x = torch.stack([ds[i][0], ds[n][0]])
+    out = proxy(x, torch.tensor([i, n + i]))
+    assert out[0].equal(x[0]) and not out[1].equal(x[1])
+    # an extra item's mistake counts for its original
+    ds.observe(torch.tensor([n + i]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert ds.observed_wrong.tolist() == [i]
+    # state round trip restores the extra items
+    again = pa.ProxyDataset(base, proxies="append")
+    again.load_state_dict(ds.state_dict())
+    assert len(again) == len(ds) and again[n][2] == ds[n][2]
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+
+
+def test_append_mode_validation(base):
+    with pytest.raises(ValueError, match="proxies='add' is not supported"):
+        pa.ProxyDataset(base, proxies="add")
+    with pytest.raises(ValueError, match=r"2 \* len\(dataset\)=80 rows"):
+        pa.ProxyDataset(base, pa.MaskBank(len(base)), proxies="append")
