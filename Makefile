@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.demo $(ARGS)
+	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.train --preset demo $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -143,12 +142,9 @@ def environment(device: torch.device) -> Dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    from .demo import _cpu_model
+    from .env import cpu_model as _cpu_model, git_commit
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    commit = git_commit()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {_cpu_model()}",
         "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -254,23 +250,24 @@ def case_transform(cfg: Dict[str, Any], device: torch.device, log: Callable[[str
 
 
 def case_e2e(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
-    from . import demo
-    from .digits import load_digits_split
+    from .data import load_data
+    from .train import Study, arm_settings, train_run
 
-    train, test = load_digits_split(size=32)
-    args = argparse.Namespace(
-        schedule=cfg["e2e_schedule"], method="gradcam++", mode="blend", threshold=0.85, weight=0.1,
-        fraction=0.2, lr=0.05, batch_size=64, size=32, grid=0, observe=False, device=str(device),
-    )
-    runs = {"baseline": [], "proxy": [], "proxy_observe": []}
+    study = Study(schedule=cfg["e2e_schedule"], device=str(device), grids=0, size=32)
+    data = load_data("digits", size=32)
+    arms = {
+        "baseline": {"name": "baseline", "kind": "none"},
+        "proxy": {"name": "proxy", "kind": "proxy"},
+        "proxy_observe": {"name": "proxy_observe", "kind": "proxy", "observe": True},
+    }
+    runs: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in arms}
     for seed in cfg["e2e_seeds"]:
-        for arm in runs:
-            args.observe = arm == "proxy_observe"
-            r = demo.train_run("baseline" if arm == "baseline" else "proxy", seed, args, train, test, lambda _: None)
+        for arm, spec in arms.items():
+            r = train_run(study, data, "cnn", arm_settings(spec, study), seed, log=lambda _: None)
             runs[arm].append({"seed": seed, "wall_s": r["wall_s"], "refresh_s": r["refresh_s"], "test_acc": r["test_acc"]})
             log(f"  {arm:14s} seed {seed}: {r['wall_s']:.1f} s (refresh {r['refresh_s']:.2f} s)")
     base = statistics.median(r["wall_s"] for r in runs["baseline"])
-    out = {"data": f"the demo's digits (1257 training images, 32x32) and small CNN, on {device.type}",
+    out = {"data": f"digits ({r['train_size']} training images, 32x32) and the study's small CNN, on {device.type}",
            "schedule": cfg["e2e_schedule"], "runs": runs}
     for arm in ("proxy", "proxy_observe"):
         wall = statistics.median(r["wall_s"] for r in runs[arm])

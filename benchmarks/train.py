@@ -13,7 +13,8 @@ Arm kinds (``kind`` in a config's ``[[arms]]`` table):
   images (``method``, ``fraction``, ``select``) and ``ProxyTransform`` replaces their pixels
   (``mode``, ``threshold``, ``weight``). ``proxies = "append"`` adds the proxy images as extra
   samples instead (``ProxyDataset(proxies="append")``); the sampler still draws the same number
-  of images per epoch.
+  of images per epoch. ``observe = true`` records the training batches' mistakes
+  (``ProxyDataset.observe``) so that each refresh scans only those.
 - ``random-mask``: the control for the map's *location*: the same refresh, the same samples and
   the same mask shape and area (the upsampled map, thresholded), moved to a random place
   (a random circular shift per sample and round).
@@ -50,9 +51,7 @@ import itertools
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -65,6 +64,7 @@ import proxyaug as pa
 from proxyaug import functional as PF
 
 from .data import Data, load_data, split_fingerprint, split_pool
+from .env import environment
 
 KINDS = ("none", "proxy", "random-mask", "random-erasing", "cutout", "keepaugment", "thesis-protocol")
 REFRESHING = ("proxy", "random-mask", "random-erasing", "cutout", "keepaugment")
@@ -74,7 +74,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # match the masks of the refresh they run).
 PROXY_DEFAULTS: Dict[str, Any] = {
     "method": "gradcam++", "mode": "blend", "threshold": 0.85, "weight": 0.1, "fraction": 0.2,
-    "select": "wrong", "proxies": "replace", "layer": None, "tries": 10,
+    "select": "wrong", "proxies": "replace", "layer": None, "observe": False, "tries": 10,
 }
 ARM_KEYS = {"name", "kind", "schedule", *PROXY_DEFAULTS}
 
@@ -105,7 +105,6 @@ class Study:
     threads: Optional[int] = None
     grids: int = 8
     out: str = "runs/study"
-    title: str = "Accuracy study"
 
     def training_settings(self) -> Dict[str, Any]:
         """What every run of the study shares (part of each run's identity)."""
@@ -156,7 +155,7 @@ def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
-    """An arm with every setting filled in (defaults for settings it does not use are dropped)."""
+    """An arm with every setting filled in (settings it does not use are dropped)."""
     full = {"name": arm["name"], "kind": arm["kind"], "schedule": arm.get("schedule", study.schedule)}
     if arm["kind"] in REFRESHING:
         full.update({k: arm.get(k, v) for k, v in PROXY_DEFAULTS.items()})
@@ -164,6 +163,8 @@ def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
             full.pop("tries")
         if arm["kind"] != "proxy":
             full.pop("proxies")
+        if not full["observe"]:  # listed only when on
+            full.pop("observe")
     return full
 
 
@@ -289,6 +290,7 @@ class Arm:
         self.p, self.area = 0.0, 0.0  # matched probability and area (controls)
         self.shifts: Optional[torch.Tensor] = None  # random-mask: (rows, 2)
         self.round = 0
+        self.observe = bool(spec.get("observe", False))
         if self.kind in ("proxy", "random-mask"):
             self.proxy = pa.ProxyTransform(ds.bank, mode=spec["mode"], threshold=spec["threshold"], weight=spec["weight"])
 
@@ -474,7 +476,10 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
         for x, y, idx in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = control.apply(x, y, idx, model)
-            loss = nn.functional.cross_entropy(model(preprocess(x)), y)
+            logits = model(preprocess(x))
+            if control.observe:
+                ds.observe(idx, logits, y)
+            loss = nn.functional.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -510,7 +515,6 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
                 note = f" | re-split: new train/val split {split_fingerprint(train_idx)}"
             history["splits"].append(split_fingerprint(train_idx))
         history["wall_s"] += time.perf_counter() - t0
-        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {history['loss'][-1]:.4f} val {100 * val_acc:6.2f} % test {100 * test_acc:6.2f} %{note}")
         if checkpoint:
             torch.save({
                 "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(), "lr_sched": lr_sched.state_dict(),
@@ -518,12 +522,13 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
                 "sampler_gen": sampler_gen.get_state(), "history": history, "train_idx": train_idx, "val_idx": val_idx, "round": round_,
             }, checkpoint + ".tmp")
             os.replace(checkpoint + ".tmp", checkpoint)
+        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {history['loss'][-1]:.4f} val {100 * val_acc:6.2f} % test {100 * test_acc:6.2f} %{note}")
 
     rounds = history["rounds"]
     return {
         "dataset": data.name, "model": model_name, "arm": arm["name"], "kind": kind, "seed": seed, "epochs": epochs,
         "test_acc": history["test_acc"][-1], "val_acc": history["val_acc"][-1], "wall_s": history["wall_s"],
-        "images_seen": history["images_seen"], "train_size": n_train,
+        "images_seen": history["images_seen"], "train_size": n_train, "test_size": len(data.test),
         "maps_final": rounds[-1]["maps"] if rounds else 0,
         "masked_area_mean": statistics.fmean(r["masked_area"] for r in rounds) if rounds else 0.0,
         "refresh_s": sum(r["seconds"] for r in rounds),
@@ -624,7 +629,9 @@ def paired(a: List[float], b: List[float]) -> Dict[str, float]:
 
 
 def verdict(d: Dict[str, float]) -> str:
-    if d["n"] < 2 or math.isnan(d["ci95_low"]):
+    """``better`` / ``worse`` when the 95 % interval excludes 0 (three or more pairs), else
+    ``no detectable difference``."""
+    if d["n"] < 3 or math.isnan(d["ci95_low"]):
         return "too few seeds to tell"
     if d["ci95_low"] > 0:
         return "better"
@@ -669,25 +676,6 @@ def summarize(records: List[Dict[str, Any]], baseline: str = "baseline") -> Dict
     return groups
 
 
-def environment(device: str) -> Dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    dev = torch.device(device)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "machine": f"{cpu} ({platform.machine()}, {platform.system()})", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "python": platform.python_version(),
-        "torch": torch.__version__, "proxyaug": pa.__version__, "commit": commit,
-    }
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -698,82 +686,99 @@ def _pp(d: Dict[str, float]) -> str:
 
 def _describe_arm(name: str, entry: Dict[str, Any]) -> str:
     s, kind = entry["settings"], entry["kind"]
-    if kind == "none":
-        return "no proxy"
-    if kind == "thesis-protocol":
-        return "no proxy; train/val re-split every round"
-    base = f"{s.get('method')}, fraction {s.get('fraction')} of wrong"
-    if kind == "proxy":
-        extra = ", as extra samples" if s.get("proxies") == "append" else ""
-        return f"{s.get('mode')} (threshold {s.get('threshold')}, weight {s.get('weight')}), {base}{extra}"
-    return f"matched to {base}, threshold {s.get('threshold')}"
+    matched = f"area and share matched to {s.get('method')} masks"
+    described = {
+        "none": "no proxy",
+        "thesis-protocol": "no proxy; train/val re-drawn every round",
+        "random-mask": f"the proxy masks ({s.get('mode')}) moved to random places",
+        "random-erasing": f"Kornia RandomErasing, black; {matched}",
+        "cutout": f"albumentations CoarseDropout, black; {matched}",
+        "keepaugment": f"black square off the salient region; {matched}",
+    }
+    if kind in described:
+        return described[kind]
+    how = f"weight {s.get('weight')}" if s.get("mode") == "blend" else ""
+    extra = "; as extra samples" if s.get("proxies") == "append" else ""
+    return f"{s.get('mode')}{' ' + how if how else ''}, threshold {s.get('threshold')}; {s.get('method')} on {s.get('fraction'):.0%} of wrong{extra}"
 
 
 def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any], env: Dict[str, Any], command: str, total_s: float) -> str:
+    """The study's report (markdown), generated from its records and summary."""
+    test_sizes = sorted({r.get("test_size", 0) for r in records} - {0})
     lines = [
         f"Generated by `{command}` from its `runs.jsonl`, at commit `{env['commit']}`.",
         "",
         f"Machine: {env['machine']}, {env['cpu_count']} cores, {env['torch_threads']} torch threads, device {env['device']}; "
-        f"Python {env['python']}, torch {env['torch']}, proxyaug {env['proxyaug']}. Wall time of the runs: {total_s / 60:.1f} min.",
+        f"Python {env['python']}, torch {env['torch']}, proxyaug {env['proxyaug']}. Training time of all runs: {total_s / 60:.0f} min.",
         "",
         f"Protocol: one fixed stratified split per dataset (pool -> {1 - study.val_fraction:.0%} train / {study.val_fraction:.0%} validation, "
         f"test held out), schedule `{study.schedule}` ({pa.ProxySchedule.parse(study.schedule).epochs} epochs) for every arm, "
         f"SGD (Nesterov, momentum {study.momentum}, weight decay {study.weight_decay}) with one-cycle LR (max {study.lr}), "
-        f"batch {study.batch_size}, the same number of images per epoch for every arm, seeds {study.seeds} "
-        "(seed s: same initial weights for every arm). Differences are paired by seed: mean and 95 % t-interval, in "
-        "percentage points (pp) of test accuracy. Verdict: *better* / *worse* when the interval excludes 0, else "
-        "*no detectable difference*.",
+        f"batch {study.batch_size}, {study.size}x{study.size} images, the same number of images per epoch for every arm, "
+        f"seeds {study.seeds} (seed s: the same initial weights in every arm). Differences are paired by seed: mean and "
+        "95 % t-interval, in percentage points (pp) of test accuracy"
+        + (f" (one test image is {100 / test_sizes[0]:.2f} pp)" if len(test_sizes) == 1 else "")
+        + ". Verdict: *better* / *worse* when the interval excludes 0, else *no detectable difference*.",
         "",
         "## Verdict",
         "",
     ]
     for group, g in summary.items():
-        comps = [c for c in g["comparisons"] if c["versus"] == "baseline"]
         base = g["arms"].get("baseline")
         if base is None:
             continue
-        lines.append(f"**{group}** (baseline {_pct(base['test_acc']['mean'])} ± {_pct(base['test_acc']['std'])} %):")
-        lines.append("")
-        for c in comps:
-            if g["arms"][c["arm"]]["kind"] == "thesis-protocol":
+        comps = {c["arm"]: c for c in g["comparisons"] if c["versus"] == "baseline"}
+        lines += [f"**{group}**: baseline {_pct(base['test_acc']['mean'])} ± {_pct(base['test_acc']['std'])} % test accuracy.", ""]
+        for a, e in g["arms"].items():
+            c = comps.get(a)
+            if c is None or e["kind"] == "thesis-protocol":
                 continue
-            lines.append(f"- {c['arm']}: {c['verdict']}, {_pp(c)}")
-        pc = [c for c in g["comparisons"] if c["versus"] != "baseline"]
-        for c in pc:
-            lines.append(f"- {c['arm']} versus the {c['versus']} control: {c['verdict']}, {_pp(c)}")
-        thesis = [a for a, e in g["arms"].items() if e["kind"] == "thesis-protocol"]
-        for a in thesis:
-            e = g["arms"][a]
-            c = next(c for c in comps if c["arm"] == a)
+            lines.append(f"- {a} ({_describe_arm(a, e)}): {c['verdict']}, {_pp(c)}")
+        proxy_vs = [c for c in g["comparisons"] if c["arm"] == "proxy" and c["versus"] != "baseline"]
+        if proxy_vs:
+            lines.append("- proxy versus the controls (does the map matter?): " + "; ".join(
+                f"{c['versus']} {c['verdict']}, {_pp(c)}" for c in proxy_vs))
+        for a, e in g["arms"].items():
+            if e["kind"] != "thesis-protocol" or a not in comps:
+                continue
+            c = comps[a]
+            leak = e["val_acc"]["mean"] - e["test_acc"]["mean"]
+            honest = base["val_acc"]["mean"] - base["test_acc"]["mean"]
             lines.append(
-                f"- thesis protocol (no proxy, re-split each round): reports validation {_pct(e['val_acc']['mean'])} % "
-                f"(baseline's fixed validation {_pct(base['val_acc']['mean'])} %) while its test accuracy is "
-                f"{_pct(e['test_acc']['mean'])} % ({c['verdict']} than the baseline on test, {_pp(c)}): its validation images "
-                "of the last round include images it trained on in earlier rounds."
+                f"- {a} (no proxy, train/val re-drawn every round): its validation accuracy, what the thesis reported, is "
+                f"{_pct(e['val_acc']['mean'])} %, {100 * leak:+.2f} pp above its test accuracy; the baseline's fixed validation split "
+                f"is {100 * honest:+.2f} pp above its test accuracy. On test, against the baseline: {c['verdict']}, {_pp(c)}."
             )
         lines.append("")
     lines += ["## Results", ""]
     for group, g in summary.items():
         lines += [
             f"### {group}", "",
-            "| arm | what | seeds | test acc % (mean ± sd) | min .. max | vs baseline (95 % CI) | verdict | val acc % | maps at end | masked area | s / run |",
+            "| arm | what | seeds | test acc % (mean ± sd) | min .. max | vs baseline, pp (95 % CI) | verdict | val acc % | maps at end | masked area | s / run |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         comp = {c["arm"]: c for c in g["comparisons"] if c["versus"] == "baseline"}
         for a, e in g["arms"].items():
             t = e["test_acc"]
             c = comp.get(a)
-            vs = _pp(c) if c else "—"
-            area = f"{e['masked_area']['mean']:.3f}" if e["kind"] in REFRESHING else "—"
-            maps = f"{e['maps_final']['mean']:.0f}" if e["kind"] in REFRESHING else "—"
+            refreshing = e["kind"] in REFRESHING
+            maps = f"{e['maps_final']['mean']:.0f}" if refreshing else "—"
+            area = f"{e['masked_area']['mean']:.3f}" if refreshing else "—"
             lines.append(
                 f"| {a} | {_describe_arm(a, e)} | {t['n']} | {_pct(t['mean'])} ± {_pct(t['std'])} | {_pct(t['min'])} .. {_pct(t['max'])} | "
-                f"{vs} | {c['verdict'] if c else '—'} | {_pct(e['val_acc']['mean'])} | {maps} | {area} | {e['wall_s']['mean']:.0f} |"
+                f"{_pp(c) if c else '—'} | {c['verdict'] if c else '—'} | {_pct(e['val_acc']['mean'])} | {maps} | {area} | {e['wall_s']['mean']:.0f} |"
             )
+        versus = [c for c in g["comparisons"] if c["versus"] != "baseline"]
+        if versus:
+            lines += ["", "Proxy Attention arms against each control (paired by seed):", "",
+                      "| arm | control | difference, pp (95 % CI) | verdict |", "|---|---|---|---|"]
+            lines += [f"| {c['arm']} | {c['versus']} | {_pp(c)} | {c['verdict']} |" for c in versus]
         lines.append("")
     lines += [
-        "Columns: *maps at end*: training images with a map after the last refresh; *masked area*: mean share of an "
-        "image's pixels above the threshold, over the rounds (the controls match it and the share of images with a map).",
+        "Columns: *val acc*: the validation split's accuracy (for `thesis-protocol`, its last round's split, which overlaps "
+        "its earlier training images); *maps at end*: training images with a map after the last refresh; *masked area*: "
+        "mean share of an image's pixels above the threshold, over the rounds (the controls match it, and the share of "
+        "images with a map); *s / run*: training wall time, refreshes included.",
         "",
     ]
     return "\n".join(lines)

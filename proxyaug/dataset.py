@@ -90,10 +90,10 @@ class ProxyDataset(Dataset):
         (torch.Size([3, 16, 16]), 1, 5, 8, 8)
         >>> ds.tensors[1].shape  # forwarded to the base dataset
         torch.Size([8])
-        >>> extra = ProxyDataset(base, resolution=(2, 2), proxies="append")
-        >>> extra.bank.put(torch.tensor([8 + 3]), torch.rand(1, 2, 2))  # what refresh does for sample 3
-        >>> extra._sync_extra()
-        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[3][0]))  # sample 3 again, as row 11
+        >>> extra = ProxyDataset(base, proxies="append")
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> report = extra.refresh(net, indices=[3], select="random", fraction=1.0)  # a map for sample 3
+        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[3][0]))  # sample 3 again, with idx 8 + 3
         (9, 11, True)
     """
 

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
