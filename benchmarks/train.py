@@ -33,7 +33,7 @@ Arm kinds (``kind`` in a config's ``[[arms]]`` table):
   accuracy is what the thesis reported; its test accuracy is the honest one.
 
 Output (``--out``): ``runs.csv`` (one row per run), ``runs.jsonl`` (the same plus curves and
-refreshes), ``summary.json``, ``report.md``, ``accuracy-*.png``, ``bars.png`` and proxy grids per
+refreshes), ``summary.json``, ``report.md``, ``accuracy-*.png``, ``bars.png``, ``differences.png`` and proxy grids per
 refresh under ``grids/``. Finished runs are skipped when the command is run again with the same
 settings, and an interrupted run resumes from its last epoch checkpoint (``checkpoints/``).
 
@@ -817,7 +817,7 @@ def plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any], stud
         names = list(arms)
         means = [100 * arms[a]["test_acc"]["mean"] for a in names]
         sds = [100 * arms[a]["test_acc"]["std"] for a in names]
-        ax.barh(range(len(names)), means, xerr=sds, color=["grey" if arms[a]["kind"] == "none" else "C0" if arms[a]["kind"] == "proxy" else "C1" for a in names], capsize=3)
+        ax.barh(range(len(names)), means, xerr=sds, color=[_COLORS.get(arms[a]["kind"], "C1") for a in names], capsize=3)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
         lo = min(m - s for m, s in zip(means, sds))
@@ -828,7 +828,27 @@ def plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any], stud
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 2.6 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        comps = [c for c in summary[group]["comparisons"] if c["versus"] == "baseline"]
+        kinds = summary[group]["arms"]
+        mean = [100 * c["mean"] for c in comps]
+        err = [[100 * (c["mean"] - c["ci95_low"]) for c in comps], [100 * (c["ci95_high"] - c["mean"]) for c in comps]]
+        ax.barh(range(len(comps)), mean, xerr=err, color=[_COLORS.get(kinds[c["arm"]]["kind"], "C1") for c in comps], capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(comps)), [c["arm"] for c in comps], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{group}: arm minus baseline, test accuracy pp (paired, 95 % CI)", fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out, "differences.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
     return written
+
+
+_COLORS = {"none": "grey", "proxy": "C0", "thesis-protocol": "C2"}  # controls and peers: C1
 
 
 def report(study: Study, records: List[Dict[str, Any]], command: str, total_s: float) -> Dict[str, Any]:

@@ -30,7 +30,7 @@ def test_a_study_finishes_with_every_output(tiny):
     out, records, summary = tiny
     assert {r["kind"] for r in records} == KINDS
     assert len(records) == 8 * 2
-    for name in ("runs.csv", "runs.jsonl", "summary.json", "report.md", "bars.png", "accuracy-shortcut-digits-cnn.png"):
+    for name in ("runs.csv", "runs.jsonl", "summary.json", "report.md", "bars.png", "differences.png", "accuracy-shortcut-digits-cnn.png"):
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == len(records)
