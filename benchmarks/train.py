@@ -76,7 +76,7 @@ PROXY_DEFAULTS: Dict[str, Any] = {
     "method": "gradcam++", "mode": "blend", "threshold": 0.85, "weight": 0.1, "fraction": 0.2,
     "select": "wrong", "proxies": "replace", "layer": None, "observe": False, "tries": 10,
 }
-ARM_KEYS = {"name", "kind", "schedule", *PROXY_DEFAULTS}
+ARM_KEYS = {"name", "kind", "schedule", "compare", *PROXY_DEFAULTS}
 
 
 @dataclasses.dataclass
@@ -142,7 +142,7 @@ def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if kind not in KINDS:
             raise ValueError(f"arms[{i}].kind={kind!r} is not valid; expected one of {', '.join(KINDS)}.")
         arm.setdefault("name", kind)
-        grid = {k: v for k, v in arm.items() if isinstance(v, list)}
+        grid = {k: v for k, v in arm.items() if isinstance(v, list) and k != "compare"}
         for values in itertools.product(*grid.values()):
             one = {**arm, **dict(zip(grid, values))}
             if grid:
@@ -157,6 +157,8 @@ def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
     """An arm with every setting filled in (settings it does not use are dropped)."""
     full = {"name": arm["name"], "kind": arm["kind"], "schedule": arm.get("schedule", study.schedule)}
+    if arm.get("compare"):  # reporting only: also compare this arm with these arms
+        full["compare"] = list(arm["compare"])
     if arm["kind"] in REFRESHING:
         full.update({k: arm.get(k, v) for k, v in PROXY_DEFAULTS.items()})
         if arm["kind"] != "keepaugment":
@@ -408,6 +410,8 @@ def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch
 
 
 def run_key(dataset: str, model: str, arm: Dict[str, Any], seed: int, study: Study) -> str:
+    """A run's identity: everything that shapes its training (reporting options excluded)."""
+    arm = {k: v for k, v in arm.items() if k != "compare"}
     ident = json.dumps({"dataset": dataset, "model": model, "arm": arm, "seed": seed, **study.training_settings()}, sort_keys=True, default=str)
     return hashlib.sha1(ident.encode()).hexdigest()[:16]
 
@@ -532,7 +536,7 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
         "maps_final": rounds[-1]["maps"] if rounds else 0,
         "masked_area_mean": statistics.fmean(r["masked_area"] for r in rounds) if rounds else 0.0,
         "refresh_s": sum(r["seconds"] for r in rounds),
-        "settings": {k: v for k, v in arm.items() if k not in ("name", "kind")},
+        "settings": {k: v for k, v in arm.items() if k not in ("name", "kind", "compare")},
         "test_acc_curve": history["test_acc"], "val_acc_curve": history["val_acc"], "loss_curve": history["loss"],
         "rounds": rounds, "splits": history["splits"],
     }
@@ -640,9 +644,10 @@ def verdict(d: Dict[str, float]) -> str:
     return "no detectable difference"
 
 
-def summarize(records: List[Dict[str, Any]], baseline: str = "baseline") -> Dict[str, Any]:
-    """Per (dataset, model): each arm's accuracy and its paired difference to ``baseline`` and to
-    the controls (for Proxy Attention arms)."""
+def summarize(records: List[Dict[str, Any]], baseline: str = "baseline", compare_with: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
+    """Per (dataset, model): each arm's accuracy and its paired difference to ``baseline``, to
+    the controls (for Proxy Attention arms) and to the arms in ``compare_with[arm]``."""
+    compare_with = compare_with or {}
     groups: Dict[str, Any] = {}
     for dname, mname in dict.fromkeys((r["dataset"], r["model"]) for r in records):
         rs = [r for r in records if (r["dataset"], r["model"]) == (dname, mname)]
@@ -672,6 +677,10 @@ def summarize(records: List[Dict[str, Any]], baseline: str = "baseline") -> Dict
             if group["arms"][a]["kind"] == "proxy":
                 for c in controls:
                     compare(a, c)
+        for a in arms:
+            for other in compare_with.get(a, []):
+                if other in by:
+                    compare(a, other)
         groups[f"{dname} / {mname}"] = group
     return groups
 
@@ -697,6 +706,8 @@ def _describe_arm(name: str, entry: Dict[str, Any]) -> str:
     }
     if kind in described:
         return described[kind]
+    if s.get("mode") == "blend" and s.get("weight") == 0:
+        return f"unchanged copies of the images {s.get('method')} maps would mark{'; as extra samples' if s.get('proxies') == 'append' else ''}"
     how = f"weight {s.get('weight')}" if s.get("mode") == "blend" else ""
     extra = "; as extra samples" if s.get("proxies") == "append" else ""
     return f"{s.get('mode')}{' ' + how if how else ''}, threshold {s.get('threshold')}; {s.get('method')} on {s.get('fraction'):.0%} of wrong{extra}"
@@ -718,7 +729,10 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
         f"seeds {study.seeds} (seed s: the same initial weights in every arm). Differences are paired by seed: mean and "
         "95 % t-interval, in percentage points (pp) of test accuracy"
         + (f" (one test image is {100 / test_sizes[0]:.2f} pp)" if len(test_sizes) == 1 else "")
-        + ". Verdict: *better* / *worse* when the interval excludes 0, else *no detectable difference*.",
+        + ". Verdict: *better* / *worse* when the interval excludes 0, else *no detectable difference*. "
+        f"This report holds {sum(len(g['comparisons']) for g in summary.values())} intervals: with no effect anywhere, about "
+        "1 in 20 would still exclude 0 by chance, so a lone *better* or *worse* is weak evidence; a real effect shows up "
+        "consistently across datasets, models and against the controls.",
         "",
         "## Verdict",
         "",
@@ -745,9 +759,10 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
             leak = e["val_acc"]["mean"] - e["test_acc"]["mean"]
             honest = base["val_acc"]["mean"] - base["test_acc"]["mean"]
             lines.append(
-                f"- {a} (no proxy, train/val re-drawn every round): its validation accuracy, what the thesis reported, is "
-                f"{_pct(e['val_acc']['mean'])} %, {100 * leak:+.2f} pp above its test accuracy; the baseline's fixed validation split "
-                f"is {100 * honest:+.2f} pp above its test accuracy. On test, against the baseline: {c['verdict']}, {_pp(c)}."
+                f"- {a} (no proxy, train/val re-drawn every round): its validation accuracy, the number the thesis reported, is "
+                f"{_pct(e['val_acc']['mean'])} %: validation minus test {100 * leak:+.2f} pp, against {100 * honest:+.2f} pp for the "
+                f"baseline's fixed split, so re-splitting inflates validation by {100 * (leak - honest):+.2f} pp. "
+                f"On test, against the baseline: {c['verdict']}, {_pp(c)}."
             )
         lines.append("")
     lines += ["## Results", ""]
@@ -852,7 +867,7 @@ _COLORS = {"none": "grey", "proxy": "C0", "thesis-protocol": "C2"}  # controls a
 
 
 def report(study: Study, records: List[Dict[str, Any]], command: str, total_s: float) -> Dict[str, Any]:
-    summary = summarize(records)
+    summary = summarize(records, compare_with={a["name"]: a["compare"] for a in study.arms if a.get("compare")})
     env = environment(study.device)
     with open(os.path.join(study.out, "summary.json"), "w") as f:
         json.dump({"study": dataclasses.asdict(study), "environment": env, "command": command, "summary": summary}, f, indent=2)
