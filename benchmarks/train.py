@@ -783,6 +783,15 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
                 f"| {a} | {_describe_arm(a, e)} | {t['n']} | {_pct(t['mean'])} ± {_pct(t['std'])} | {_pct(t['min'])} .. {_pct(t['max'])} | "
                 f"{_pp(c) if c else '—'} | {c['verdict'] if c else '—'} | {_pct(e['val_acc']['mean'])} | {maps} | {area} | {e['wall_s']['mean']:.0f} |"
             )
+        rounds = [r["rounds"] for r in records if (r["dataset"], r["model"], r["arm"]) == (*group.split(" / "), "proxy")]
+        if rounds and rounds[0]:
+            per_round = "; ".join(
+                f"{min(rs[k]['wrong'] for rs in rounds)}..{max(rs[k]['wrong'] for rs in rounds)} after epoch {rounds[0][k]['epoch'] + 1}"
+                for k in range(min(len(rs) for rs in rounds))
+            )
+            maps = [rs[-1]["maps"] for rs in rounds]
+            lines += ["", f"Refreshes of the `proxy` arm, min..max over seeds: wrongly predicted training images {per_round} "
+                          f"(of {records[0]['train_size']}); images with a map at the end {min(maps)}..{max(maps)}."]
         versus = [c for c in g["comparisons"] if c["versus"] != "baseline"]
         if versus:
             lines += ["", "Proxy Attention arms against each control (paired by seed):", "",
