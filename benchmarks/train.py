@@ -51,6 +51,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -398,6 +399,12 @@ class Arm:
 
 
 # -- one run ------------------------------------------------------------------------------------
+def _slug(name: str) -> str:
+    """``name`` as a file name: characters other than letters, digits, ``.``, ``_``, ``-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch.device, batch_size: int = 512, workers: int = 0) -> float:
     model.eval()
@@ -509,7 +516,7 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
                     x0, maps, out = control.pictures(rows)
                     scale = max(1, 96 // max(h, w))
                     up = lambda t: nn.functional.interpolate(t, scale_factor=scale, mode="nearest")  # noqa: E731
-                    path = os.path.join(grid_dir, f"{data.name}-{model_name}-{arm['name']}-seed{seed}-refresh{round_}.png")
+                    path = os.path.join(grid_dir, _slug(f"{data.name}-{model_name}-{arm['name']}-seed{seed}-refresh{round_}") + ".png")
                     pa.viz.save_proxy_grid(path, up(x0), maps, up(out))
             elif kind == "thesis-protocol":
                 train_idx, val_idx = _thesis_split(data.pool_labels, study.val_fraction, seed, round_, fixed)
@@ -628,7 +635,7 @@ def paired(a: List[float], b: List[float]) -> Dict[str, float]:
         return {"n": n, "mean": mean, "ci95_low": float("nan"), "ci95_high": float("nan")}
     from scipy.stats import t
 
-    half = t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n)
     return {"n": n, "mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
@@ -830,7 +837,7 @@ def plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any], stud
         ax.set_ylim(max(0.0, lo), 100)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        path = os.path.join(out, f"accuracy-{dname}-{mname}.png")
+        path = os.path.join(out, _slug(f"accuracy-{dname}-{mname}") + ".png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -92,9 +92,10 @@ class ProxyDataset(Dataset):
         torch.Size([8])
         >>> extra = ProxyDataset(base, proxies="append")
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        >>> report = extra.refresh(net, indices=[3], select="random", fraction=1.0)  # a map for sample 3
-        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[3][0]))  # sample 3 again, with idx 8 + 3
-        (9, 11, True)
+        >>> _ = net[0].bias.data.copy_(torch.tensor([0.0, 10.0]))  # predicts class 1 for every image
+        >>> report = extra.refresh(net, indices=[2])  # sample 2 (label 0) is wrong: it gets a map
+        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[2][0]))  # sample 2 again, with idx 8 + 2
+        (9, 10, True)
     """
 
     def __init__(

@@ -121,6 +121,8 @@ CASES: List[Case] = [
     Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
     Case("dataset", "dataset changed length", _changed_length, RuntimeError, r"the dataset has 5 samples but its bank was made for 4"),
     Case("dataset", "empty dataset", lambda: pa.ProxyDataset(Items([])), ValueError, r"dataset is empty"),
+    Case("dataset", "unknown proxies option", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0)]), proxies="extra"), ValueError, r"proxies='extra' is not supported; expected one of 'replace', 'append'"),
+    Case("dataset", "append mode with a bank of len(dataset)", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0)] * 3), pa.MaskBank(3), proxies="append"), ValueError, r"bank must be a MaskBank of 2 \* len\(dataset\)=6 rows \(proxies='append'\); got a bank of 3 samples"),
     Case("dataset", "refresh on a plain dataset", lambda: pa.refresh(_cnn(), TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset"),
     # model
     Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),

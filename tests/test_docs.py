@@ -64,4 +64,7 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert 'id="proxyaug.ProxyDataset"' in api and "https://pytorch.org/docs/stable/tensors.html#torch.Tensor" in api
     speed = (tmp_path / "site" / "speed" / "index.html").read_text()
     assert "Map throughput" in speed  # the generated table was included
-    assert (tmp_path / "site" / "assets" / "results" / "demo" / "proxy_grid.png").stat().st_size > 0
+    accuracy = (tmp_path / "site" / "results" / "index.html").read_text()
+    assert "Proxy Attention arms against each control" in accuracy  # the study's generated report
+    for picture in ("differences.png", "bars.png", "grids/shortcut-digits-cnn-proxy-seed0-refresh1.png"):
+        assert (tmp_path / "site" / "assets" / "results" / "study" / picture).stat().st_size > 0

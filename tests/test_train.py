@@ -42,7 +42,7 @@ def test_a_study_finishes_with_every_output(tiny):
     for arm in ("proxy", "proxy-append", "random-mask"):
         assert [g for g in grids if f"-{arm}-seed0-" in g] == [f"shortcut-digits-cnn-{arm}-seed0-refresh{k}.png" for k in (1, 2)]
     report = (out / "report.md").read_text()
-    assert "## Verdict" in report and "thesis protocol" in report and "vs baseline (95 % CI)" in report
+    assert "## Verdict" in report and "re-splitting inflates validation" in report and "vs baseline, pp (95 % CI)" in report
     group = summary["shortcut-digits / cnn"]
     assert {c["arm"] for c in group["comparisons"] if c["versus"] == "baseline"} == {r["arm"] for r in records} - {"baseline"}
     assert all(c["n"] == 2 for c in group["comparisons"])
