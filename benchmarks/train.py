@@ -63,6 +63,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 import proxyaug as pa
 from proxyaug import functional as PF
+from proxyaug.attention._state import eval_mode
 
 from .data import Data, load_data, split_fingerprint, split_pool
 from .env import environment
@@ -331,15 +332,9 @@ class Arm:
             if chosen.numel() == 0:
                 return x
             xs = x[chosen].detach().requires_grad_(True)
-            flags = [(m, m.training) for m in model.modules()]
-            model.eval()
-            try:
-                with torch.enable_grad():
-                    loss = nn.functional.cross_entropy(model(self.preprocess(xs)), y[chosen], reduction="sum")
-                    (grad,) = torch.autograd.grad(loss, xs)
-            finally:
-                for m, flag in flags:
-                    m.training = flag
+            with eval_mode(model), torch.enable_grad():  # saliency of the current model, no BN update
+                loss = nn.functional.cross_entropy(model(self.preprocess(xs)), y[chosen], reduction="sum")
+                (grad,) = torch.autograd.grad(loss, xs)
             side = max(1, round(math.sqrt(self.area * self.hw[0] * self.hw[1])))
             cut, _ = keep_cut(x[chosen], grad.abs().amax(1), min(side, *self.hw), self.spec["tries"], self.gen)
             x = x.clone()
@@ -483,7 +478,7 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
-        total_loss, seen = 0.0, 0
+        total_loss, seen = torch.zeros((), device=device), 0
         for x, y, idx in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = control.apply(x, y, idx, model)
@@ -495,10 +490,10 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
             loss.backward()
             opt.step()
             lr_sched.step()
-            total_loss += loss.item() * len(y)
+            total_loss += loss.detach() * len(y)  # summed on the device: no host sync per step
             seen += len(y)
         history["images_seen"] += seen
-        history["loss"].append(total_loss / seen)
+        history["loss"].append(float(total_loss) / seen)
         test_acc = accuracy(model, data.test, preprocess, device, workers=study.workers)
         val_acc = accuracy(model, Subset(data.pool, val_idx.tolist()), preprocess, device, workers=study.workers)
         history["test_acc"].append(test_acc)
