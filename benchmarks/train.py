@@ -837,40 +837,39 @@ def plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any], stud
         plt.close(fig)
         written.append(path)
     groups = list(summary)
-    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 2.6 * len(groups)), squeeze=False)
-    for ax, group in zip(axes[:, 0], groups):
-        arms = summary[group]["arms"]
-        names = list(arms)
-        means = [100 * arms[a]["test_acc"]["mean"] for a in names]
-        sds = [100 * arms[a]["test_acc"]["std"] for a in names]
-        ax.barh(range(len(names)), means, xerr=sds, color=[_COLORS.get(arms[a]["kind"], "C1") for a in names], capsize=3)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.invert_yaxis()
-        lo = min(m - s for m, s in zip(means, sds))
-        ax.set_xlim(max(0.0, lo - 2), min(100.0, max(m + s for m, s in zip(means, sds)) + 1))
-        ax.set_title(f"{group}: test accuracy, mean ± sd over seeds", fontsize=9)
-    fig.tight_layout()
-    path = os.path.join(out, "bars.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    def bar_panels(name: str, rows: Callable[[str], Tuple[List[str], List[float], Any, List[str]]], title: str, zero: bool) -> None:
+        """One horizontal bar chart per group: ``rows(group) -> (labels, values, errors, colours)``."""
+        fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 2.6 * len(groups)), squeeze=False)
+        for ax, group in zip(axes[:, 0], groups):
+            labels, values, errors, colors = rows(group)
+            ax.barh(range(len(labels)), values, xerr=errors, color=colors, capsize=3)
+            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            ax.invert_yaxis()
+            if zero:
+                ax.axvline(0, color="black", lw=0.8)
+            else:  # accuracies: zoom on the bars
+                lo, hi = min(v - e for v, e in zip(values, errors)), max(v + e for v, e in zip(values, errors))
+                ax.set_xlim(max(0.0, lo - 2), min(100.0, hi + 1))
+            ax.set_title(f"{group}: {title}", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
 
-    fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 2.6 * len(groups)), squeeze=False)
-    for ax, group in zip(axes[:, 0], groups):
+    def accuracies(group: str) -> Tuple[List[str], List[float], Any, List[str]]:
+        arms = summary[group]["arms"]
+        return (list(arms), [100 * e["test_acc"]["mean"] for e in arms.values()], [100 * e["test_acc"]["std"] for e in arms.values()],
+                [_COLORS.get(e["kind"], "C1") for e in arms.values()])
+
+    def differences(group: str) -> Tuple[List[str], List[float], Any, List[str]]:
         comps = [c for c in summary[group]["comparisons"] if c["versus"] == "baseline"]
         kinds = summary[group]["arms"]
-        mean = [100 * c["mean"] for c in comps]
         err = [[100 * (c["mean"] - c["ci95_low"]) for c in comps], [100 * (c["ci95_high"] - c["mean"]) for c in comps]]
-        ax.barh(range(len(comps)), mean, xerr=err, color=[_COLORS.get(kinds[c["arm"]]["kind"], "C1") for c in comps], capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(comps)), [c["arm"] for c in comps], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(f"{group}: arm minus baseline, test accuracy pp (paired, 95 % CI)", fontsize=9)
-    fig.tight_layout()
-    path = os.path.join(out, "differences.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+        return [c["arm"] for c in comps], [100 * c["mean"] for c in comps], err, [_COLORS.get(kinds[c["arm"]]["kind"], "C1") for c in comps]
+
+    bar_panels("bars.png", accuracies, "test accuracy, mean ± sd over seeds", zero=False)
+    bar_panels("differences.png", differences, "arm minus baseline, test accuracy pp (paired, 95 % CI)", zero=True)
     return written
 
 
