@@ -293,17 +293,16 @@ class Arm:
         self.gen = torch.Generator().manual_seed(10_000 + seed)
         self.p, self.area = 0.0, 0.0  # matched probability and area (controls)
         self.shifts: Optional[torch.Tensor] = None  # random-mask: (rows, 2)
-        self.round = 0
         self.observe = bool(spec.get("observe", False))
-        if self.kind in ("proxy", "random-mask"):
+        if self.kind == "proxy":
             self.proxy = pa.ProxyTransform(ds.bank, mode=spec["mode"], threshold=spec["threshold"], weight=spec["weight"])
 
     # state for checkpoints
     def state_dict(self) -> Dict[str, Any]:
-        return {"p": self.p, "area": self.area, "shifts": self.shifts, "round": self.round, "gen": self.gen.get_state()}
+        return {"p": self.p, "area": self.area, "shifts": self.shifts, "gen": self.gen.get_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.p, self.area, self.shifts, self.round = state["p"], state["area"], state["shifts"], state["round"]
+        self.p, self.area, self.shifts = state["p"], state["area"], state["shifts"]
         self.gen.set_state(state["gen"])
         self._configure_cpu_transform()
 
@@ -371,7 +370,6 @@ class Arm:
             self.shifts = torch.stack([torch.randint(0, h, (len(self.ds.bank),), generator=self.gen),
                                        torch.randint(0, w, (len(self.ds.bank),), generator=self.gen)], 1).to(self.ds.bank.device)
         self._configure_cpu_transform()
-        self.round += 1
         return {
             "scanned": report.scanned, "wrong": report.wrong, "written": report.written, "maps": int(rows.numel()),
             "masked_area": area, "p": self.p, "seconds": report.seconds, "layer": report.layer,
