@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -173,26 +173,76 @@ class MaskBank(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        """Load a state saved with ``state_dict()``, validating its size first.
+        """Load a state saved with ``state_dict()``, as [`torch.nn.Module.load_state_dict`][torch.nn.Module.load_state_dict] does.
 
-        The bank adopts the saved resolution; a state of a different ``num_samples`` is refused.
+        The checks and the resize live in ``_load_from_state_dict``, so they hold as well when the
+        bank is a submodule (``ProxyTransform(bank).load_state_dict(...)``). A state of the same
+        shape is copied in place (DataLoader workers sharing the memory see it); one of another
+        resolution is adopted (refused for a bank in shared memory, whose storage workers hold);
+        one of another ``num_samples`` is refused. Unexpected keys are reported as by any module;
+        with ``strict`` a missing key raises ``KeyError``.
+
+        Examples:
+            >>> saved = MaskBank(4, resolution=(3, 3))
+            >>> saved.put(torch.tensor([2]), torch.rand(1, 3, 3))
+            >>> bank = MaskBank(4, resolution=(7, 7))
+            >>> bank.load_state_dict(saved.state_dict())
+            <All keys matched successfully>
+            >>> bank.resolution, bank.present.tolist()
+            ((3, 3), [False, False, True, False])
         """
-        missing = {"maps", "present"} - set(state_dict)
-        if missing:
-            raise KeyError(f"state_dict lacks {sorted(missing)}; expected the keys 'maps' and 'present' of MaskBank.state_dict().")
-        maps, present = state_dict["maps"], state_dict["present"]
-        if maps.ndim != 3 or present.ndim != 1 or maps.shape[0] != present.shape[0]:
-            raise ValueError(f"state_dict holds maps {tuple(maps.shape)} and present {tuple(present.shape)}; expected (N, h, w) and (N,).")
-        if present.shape[0] != len(self):
-            raise ValueError(
-                f"state_dict is of a bank of {present.shape[0]} samples but this bank has {len(self)}; "
-                "expected the same dataset length."
-            )
-        if tuple(maps.shape) == tuple(self.maps.shape):  # in place: workers sharing the memory see it
-            self.maps.copy_(maps)
-            self.present.copy_(present)
-        else:
-            self.maps = maps.to(self.device, self.maps.dtype).clone()
-            self.present = present.to(self.device, torch.bool).clone()
-        return nn.modules.module._IncompatibleKeys([], [])
+        if strict:
+            missing = {"maps", "present"} - set(state_dict)
+            if missing:
+                raise KeyError(f"state_dict lacks {sorted(missing)}; expected the keys 'maps' and 'present' of MaskBank.state_dict().")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def _load_from_state_dict(
+        self,
+        state_dict: Dict[str, Any],
+        prefix: str,
+        local_metadata: Dict[str, Any],
+        strict: bool,
+        missing_keys: List[str],
+        unexpected_keys: List[str],
+        error_msgs: List[str],
+    ) -> None:
+        # Validate, then give ``maps`` the saved shape so that nn.Module's copy (or assign) fits;
+        # the key bookkeeping (missing, unexpected, strict) stays nn.Module's own.
+        maps, present = state_dict.get(prefix + "maps"), state_dict.get(prefix + "present")
+        maps = maps if isinstance(maps, torch.Tensor) else None
+        present = present if isinstance(present, torch.Tensor) else None
+        shape = lambda t: tuple(t.shape) if t is not None else "none"  # noqa: E731
+        if (maps is not None and maps.ndim != 3) or (present is not None and present.ndim != 1) or (
+            maps is not None and present is not None and maps.shape[0] != present.shape[0]
+        ):
+            raise ValueError(
+                f"state_dict holds maps {shape(maps)} and present {shape(present)}; expected (N, h, w) and (N,)."
+            )
+        n = maps.shape[0] if maps is not None else present.shape[0] if present is not None else len(self)
+        if n != len(self):
+            raise ValueError(f"state_dict is of a bank of {n} samples but this bank has {len(self)}; expected the same dataset length.")
+        assign = bool(local_metadata.get("assign_to_params_buffers", False))
+        shared = self.maps.is_shared() or self.present.is_shared()
+        if assign and shared and (maps is not None or present is not None):
+            raise ValueError(
+                "assign=True would replace the bank's tensors, but this bank is in shared memory, which DataLoader "
+                "workers hold; load with assign=False (a copy in place)."
+            )
+        if assign and ((maps is not None and not maps.is_floating_point()) or (present is not None and present.dtype != torch.bool)):
+            raise ValueError(
+                f"assign=True keeps the saved tensors as they are; expected floating maps and bool present, got maps of "
+                f"{None if maps is None else maps.dtype} and present of {None if present is None else present.dtype}."
+            )
+        if maps is not None and tuple(maps.shape) != tuple(self.maps.shape):
+            res = tuple(maps.shape[-2:])
+            if shared and self.resolution is not None:
+                raise ValueError(
+                    f"state_dict holds maps of resolution {res} but this bank stores {self.resolution} in shared memory, "
+                    "which DataLoader workers hold: it cannot be reallocated. Build the dataset with resolution= the "
+                    "saved (h, w)."
+                )
+            # adopt the saved resolution: the old flags describe maps that no longer exist
+            self.maps = torch.zeros(maps.shape, dtype=self.maps.dtype, device=self.device)
+            self.present.zero_()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from proxyaug import MaskBank
+from proxyaug import MaskBank, ProxyTransform
 
 
 def test_put_get_present_clear():
@@ -93,3 +93,76 @@ def test_cuda_bank():
     bank.put(torch.tensor([1]), torch.rand(1, 2, 2))
     maps, present = bank.get(torch.tensor([1, 2]))
     assert maps.is_cuda and present.tolist() == [True, False]
+
+
+# -- load_state_dict: directly and as a submodule -------------------------------------------------
+def _saved(resolution=(4, 4), n=6):
+    bank = MaskBank(n, resolution=resolution)
+    bank.put(torch.tensor([1, 3]), torch.rand(2, *resolution))
+    return bank
+
+
+def test_load_as_a_submodule_adopts_the_saved_resolution():
+    saved = ProxyTransform(_saved((4, 4)))
+    target = ProxyTransform(MaskBank(6, resolution=(2, 2)))
+    result = target.load_state_dict(saved.state_dict())
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert target.bank.resolution == (4, 4) and target.bank.maps.dtype == torch.float16
+    assert torch.equal(target.bank.maps, saved.bank.maps) and torch.equal(target.bank.present, saved.bank.present)
+    with pytest.raises(ValueError, match=r"state_dict is of a bank of 6 samples but this bank has 5"):
+        ProxyTransform(MaskBank(5)).load_state_dict(saved.state_dict())
+
+
+def test_load_of_the_same_shape_copies_in_place():
+    saved, bank = _saved(), MaskBank(6, resolution=(4, 4))
+    ptr = bank.maps.data_ptr()
+    bank.load_state_dict(saved.state_dict())
+    assert bank.maps.data_ptr() == ptr and torch.equal(bank.maps, saved.maps)
+
+
+def test_unexpected_and_missing_keys_are_reported_as_nn_module_does():
+    state = _saved().state_dict()
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "extra"'):
+        MaskBank(6).load_state_dict({**state, "extra": torch.zeros(1)})
+    bank = MaskBank(6)
+    result = bank.load_state_dict({**state, "extra": torch.zeros(1)}, strict=False)
+    assert result.unexpected_keys == ["extra"] and result.missing_keys == []
+    assert torch.equal(bank.maps, state["maps"])
+    bank = MaskBank(6, resolution=(4, 4))
+    result = bank.load_state_dict({"present": state["present"]}, strict=False)
+    assert result.missing_keys == ["maps"] and torch.equal(bank.present, state["present"])
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "bank.maps"'):
+        ProxyTransform(MaskBank(6)).load_state_dict({"bank.present": state["present"]})
+
+
+def test_load_with_assign_adopts_the_saved_tensors():
+    state = _saved().state_dict()
+    bank = MaskBank(6, resolution=(2, 2))
+    bank.load_state_dict(state, assign=True)
+    assert bank.maps is state["maps"] and bank.present is state["present"]
+
+
+def test_load_of_another_resolution_into_shared_memory_is_refused():
+    bank = MaskBank(6, resolution=(2, 2)).share_memory()
+    bank.put(torch.tensor([0]), torch.rand(1, 2, 2))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    with pytest.raises(ValueError, match=r"resolution \(4, 4\) but this bank stores \(2, 2\) in shared memory"):
+        bank.load_state_dict(_saved((4, 4)).state_dict())
+    with pytest.raises(ValueError, match=r"resolution \(4, 4\) but this bank stores \(2, 2\) in shared memory"):
+        ProxyTransform(bank).load_state_dict(ProxyTransform(_saved((4, 4))).state_dict())
+    with pytest.raises(ValueError, match=r"assign=True .* shared memory"):
+        bank.load_state_dict(_saved((2, 2)).state_dict(), assign=True)
+    assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
+    saved = _saved((2, 2))
+    bank.load_state_dict(saved.state_dict())  # the same shape: in place, still shared
+    assert bank.maps.is_shared() and torch.equal(bank.maps, saved.maps)
+
+
+def test_malformed_state_is_refused_before_anything_changes():
+    bank = _saved((2, 2))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    with pytest.raises(ValueError, match=r"state_dict holds maps \(6, 4\) and present \(6,\); expected \(N, h, w\) and \(N,\)"):
+        bank.load_state_dict({"maps": torch.zeros(6, 4), "present": torch.zeros(6, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"assign=True keeps the saved tensors as they are; expected floating maps and bool present"):
+        bank.load_state_dict({"maps": torch.zeros(6, 2, 2), "present": torch.zeros(6, dtype=torch.uint8)}, assign=True)
+    assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
