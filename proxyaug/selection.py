@@ -10,7 +10,10 @@ policies are matched control arms of one another:
 - ``"entropy"``: the highest entropy of the predicted distribution (most uncertain);
 - ``"random"``: that many images drawn at random from all scanned ones (the control).
 
-Ties are broken by dataset index, so every policy is reproducible.
+The choice depends only on the scanned (index, wrong, score) triples, never on the order in
+which they come: candidates are put in dataset-index order first, ties of a ranking policy go to
+the lower dataset index, and the random policies draw from the sorted indices, so every policy is
+reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Te
 
 def _random(indices: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(int(seed))
+    indices = indices.sort().values  # draw from the set, not from the order it came in
     return indices[torch.randperm(indices.numel(), generator=gen)[:k]].sort().values
 
 
@@ -101,10 +105,19 @@ def choose(
         >>> choose("wrong", idx, wrong, None, fraction=0.5, seed=0).numel()
         2
     """
+    n = indices.numel()
+    for name, value in (("wrong", wrong), ("score", score)):
+        if value is not None and value.numel() != n:
+            raise ValueError(f"{name} has {value.numel()} entries but indices has {n}; expected one per scanned index.")
+    if select not in ("wrong", "random") and score is None:
+        raise ValueError(f"select={select!r} ranks by score; got score=None (compute it with scores()).")
+    order = indices.argsort(stable=True)  # dataset-index order: the result ignores the input order
+    indices, wrong = indices[order], wrong.to(torch.bool)[order.to(wrong.device)].cpu()
     k = budget(int(wrong.sum()), fraction)
     if select == "wrong":
         return _random(indices[wrong], k, seed)
     if select == "random":
         return _random(indices, k, seed)
-    order = torch.sort(score, descending=True, stable=True).indices[:k]
-    return indices[order].sort().values
+    score = score[order.to(score.device)].cpu()
+    top = torch.sort(score, descending=True, stable=True).indices[:k]  # stable: ties to the lower index
+    return indices[top].sort().values
