@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -15,6 +16,23 @@ def _check_epoch(epoch: Any) -> int:
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise ValueError(f"epoch={epoch!r} is not valid; expected a non-negative integer (epochs count from 0).")
     return int(epoch)
+
+
+def _check_metric(metric: Any) -> float:
+    """A finite real number from a Python number, a 0-d tensor or a numpy scalar / 0-d array."""
+    value: Optional[float] = None
+    if isinstance(metric, numbers.Real) and not isinstance(metric, bool):
+        value = float(metric)
+    elif hasattr(metric, "ndim") and hasattr(metric, "dtype") and metric.ndim == 0:
+        dtype = metric.dtype  # torch.Tensor or numpy array / scalar
+        if getattr(dtype, "is_floating_point", False) or str(dtype).split(".")[-1].startswith(("float", "int", "uint")):
+            value = float(metric)
+    if value is None or not math.isfinite(value):
+        raise ValueError(
+            f"metric={metric!r} is not valid; an on_plateau schedule needs a finite number each epoch "
+            "(a float, a 0-d tensor or a numpy scalar)."
+        )
+    return value
 
 
 class ProxySchedule:
@@ -162,8 +180,11 @@ class PlateauSchedule(ProxySchedule):
     """Refresh when a reported metric stops improving (what [`ProxySchedule.on_plateau()`][proxyaug.ProxySchedule.on_plateau] returns).
 
     A refresh fires when ``patience`` epochs in a row failed to beat the best value so far by
-    more than ``min_delta``; the count then restarts, and no refresh fires during the
-    ``cooldown`` epochs after one, before epoch ``warmup``, or after ``max_refreshes``.
+    more than ``min_delta``; the count then restarts. The ``cooldown`` epochs after a refresh do
+    not count as bad epochs (as in [`torch.optim.lr_scheduler.ReduceLROnPlateau`][torch.optim.lr_scheduler.ReduceLROnPlateau],
+    so a refresh fires when that scheduler with ``patience - 1``, ``threshold=min_delta`` and
+    ``threshold_mode="abs"`` would lower the LR). No refresh fires before epoch ``warmup`` or
+    after ``max_refreshes``.
 
     Args:
         patience: epochs without improvement before a refresh.
@@ -207,9 +228,7 @@ class PlateauSchedule(ProxySchedule):
     def should_refresh(self, epoch: int, metric: Optional[float] = None) -> bool:
         """Update with this epoch's ``metric`` and say whether to refresh. Call once per epoch."""
         epoch = _check_epoch(epoch)
-        if isinstance(metric, bool) or not isinstance(metric, numbers.Real) or metric != metric:
-            raise ValueError(f"metric={metric!r} is not valid; an on_plateau schedule needs a finite number each epoch.")
-        metric = float(metric)
+        metric = _check_metric(metric)
         better = self.best is None or (
             metric > self.best + self.min_delta if self.mode == "max" else metric < self.best - self.min_delta
         )
@@ -217,8 +236,9 @@ class PlateauSchedule(ProxySchedule):
             self.best, self.bad_epochs = metric, 0
         else:
             self.bad_epochs += 1
-        if self.cooldown_left > 0:
+        if self.cooldown_left > 0:  # bad epochs during the cooldown do not count (ReduceLROnPlateau)
             self.cooldown_left -= 1
+            self.bad_epochs = 0
             return False
         limit_hit = self.max_refreshes is not None and self.refreshes >= self.max_refreshes
         if epoch < self.warmup or limit_hit or self.bad_epochs < self.patience:
