@@ -303,6 +303,8 @@ class Arm:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.p, self.area, self.shifts = state["p"], state["area"], state["shifts"]
+        if self.shifts is not None:  # checkpoints are read onto the CPU
+            self.shifts = self.shifts.to(self.ds.bank.device)
         self.gen.set_state(state["gen"])
         self._configure_cpu_transform()
 
@@ -373,7 +375,7 @@ class Arm:
         return {
             "scanned": report.scanned, "wrong": report.wrong, "written": report.written, "maps": int(rows.numel()),
             "masked_area": area, "p": self.p, "seconds": report.seconds, "layer": report.layer,
-            "new_rows": self.ds._rows(report.indices).tolist(),
+            "new_rows": self.ds.rows(report.indices).tolist(),
         }
 
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -421,6 +423,16 @@ def _thesis_split(labels: torch.Tensor, val_fraction: float, seed: int, round_: 
     return fixed if round_ == 0 else split_pool(labels, val_fraction, seed=1_000_003 * (seed + 1) + round_)
 
 
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """A run's checkpoint, read onto the CPU whatever the run's device.
+
+    The RNG states must stay CPU byte tensors (``torch.set_rng_state``, ``Generator.set_state``);
+    the model, optimizer and bank states reach the run's device as they load (their
+    ``load_state_dict`` copies into tensors already there).
+    """
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], seed: int, *,
               checkpoint: Optional[str] = None, grid_dir: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Train one (dataset, model, arm, seed) run; return its record."""
@@ -452,7 +464,7 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
     start_epoch, round_ = 0, 0
 
     if checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         lr_sched.load_state_dict(state["lr_sched"])

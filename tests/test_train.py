@@ -215,3 +215,45 @@ def test_imagefolder_and_a_timm_model_run_through_the_harness(tmp_path):
     assert set(group["arms"]) == {"baseline", "proxy"}
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert [r["model"] for r in rows] == ["resnet10t", "resnet10t"] and all(r["epochs"] == "2" for r in rows)
+
+
+class _Resumed(Exception):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")  # copies into meta tensors are no-ops
+@pytest.mark.parametrize("arm_name", ["proxy", "random-mask"])
+def test_a_checkpoint_resumes_on_another_device(tmp_path, arm_name):
+    # a CUDA resume crashed: torch.load(map_location=device) moved the RNG states off the CPU.
+    # "meta" stands in for the device: the load path runs up to the "resumed" line.
+    study = train.load_study("tiny", {"out": str(tmp_path), "seeds": [0]})
+    (arm,) = [train.arm_settings(a, study) for a in study.arms if a["name"] == arm_name]
+    data = load_data("shortcut-digits", study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength)
+    ckpt = str(tmp_path / "run.pt")
+
+    def stop_after_two_epochs(line):
+        if "epoch  2/" in line:
+            raise KeyboardInterrupt
+
+    rng = torch.get_rng_state()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train.train_run(study, data, "cnn", arm, 0, checkpoint=ckpt, log=stop_after_two_epochs)
+        saved = torch.load(ckpt, weights_only=False)
+        if arm_name == "random-mask":
+            assert saved["arm"]["shifts"] is not None  # the refresh after epoch 2 drew them
+
+        def stop_when_resumed(line):
+            if line.startswith("resumed from"):
+                raise _Resumed
+
+        study.device = "meta"
+        with pytest.raises(_Resumed):
+            train.train_run(study, data, "cnn", arm, 0, checkpoint=ckpt, log=stop_when_resumed)
+        assert torch.equal(torch.get_rng_state(), saved["rng"])
+    finally:
+        torch.set_rng_state(rng)
+    state = train.load_checkpoint(ckpt)
+    for key in ("rng", "sampler_gen"):
+        assert state[key].device.type == "cpu" and state[key].dtype == torch.uint8
+    assert state["arm"]["gen"].device.type == "cpu"
