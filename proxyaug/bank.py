@@ -173,7 +173,7 @@ class MaskBank(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        """Load a state saved with ``state_dict()``, as [`torch.nn.Module.load_state_dict`][torch.nn.Module.load_state_dict] does.
+        """Load a state saved with ``state_dict()``, as ``torch.nn.Module.load_state_dict`` does.
 
         The checks and the resize live in ``_load_from_state_dict``, so they hold as well when the
         bank is a submodule (``ProxyTransform(bank).load_state_dict(...)``). A state of the same

@@ -181,7 +181,7 @@ class PlateauSchedule(ProxySchedule):
 
     A refresh fires when ``patience`` epochs in a row failed to beat the best value so far by
     more than ``min_delta``; the count then restarts. The ``cooldown`` epochs after a refresh do
-    not count as bad epochs (as in [`torch.optim.lr_scheduler.ReduceLROnPlateau`][torch.optim.lr_scheduler.ReduceLROnPlateau],
+    not count as bad epochs (as in ``torch.optim.lr_scheduler.ReduceLROnPlateau``,
     so a refresh fires when that scheduler with ``patience - 1``, ``threshold=min_delta`` and
     ``threshold_mode="abs"`` would lower the LR). No refresh fires before epoch ``warmup`` or
     after ``max_refreshes``.
