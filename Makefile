@@ -1,31 +1,67 @@
 # The two commands of the README: `make demo` and `make test`. Each creates .venv when missing,
-# installs the project into it (skipped when nothing it depends on changed) and runs.
+# installs into it what it needs (skipped when nothing it depends on changed) and runs:
+#   make demo   the package and its `demo` extra, then the demo
+#   make test   the package and its `dev` and `docs` extras, then the tests and a strict docs build
+# Each set of extras has its own stamp file in .venv, so `make demo` then `make test` installs
+# only what the tests add. `make install` is the full set (the same as `make test`).
+#
+# TORCH_INDEX: an extra package index for the torch and torchvision wheels. PyPI's Linux wheels
+# are the CUDA builds (with the nvidia-* libraries and triton, several GB); on a machine without
+# an NVIDIA GPU take PyTorch's much smaller CPU builds instead:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# They are versioned 2.14.1+cpu: constraints.txt's torch==2.14.1 accepts them (PEP 440: a
+# specifier without a local label ignores the candidate's label), and pip takes them over PyPI's
+# 2.14.1 because a local label sorts higher. It applies when torch gets installed, so give it on
+# the first `make` (or after `make clean`): an installed torch that satisfies the pins is kept.
 PYTHON ?= python3
 VENV ?= .venv
+TORCH_INDEX ?=
+ARGS ?=
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.proxyaug-installed
-PIP_FLAGS ?= -qq --disable-pip-version-check
+# pip shows what it collects and a progress bar per download; no -q, which would hide the bars.
+PIP_FLAGS ?= --disable-pip-version-check --progress-bar on
+PIP_INSTALL = $(PY) -m pip install $(PIP_FLAGS) -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+comma := ,
+DEMO_STAMP := $(VENV)/.proxyaug-demo
+TEST_STAMP := $(VENV)/.proxyaug-dev-docs
+DOCS_STAMP := $(VENV)/.proxyaug-docs
 
 .PHONY: install demo test docs screenshots clean
 
-install: $(STAMP)
+# $(call install_extras,EXTRAS,STEPS): steps 1 and 2 of STEPS, as a recipe for a stamp file
+define install_extras
+	@if [ -x $(PY) ]; then echo "[1/$(2)] using $(VENV)"; \
+	else echo "[1/$(2)] creating $(VENV) with $(PYTHON)" && $(PYTHON) -m venv $(VENV); fi
+	@echo "[2/$(2)] installing proxyaug[$(1)] into $(VENV), pinned by constraints.txt$(if $(TORCH_INDEX), (torch from $(TORCH_INDEX)))"
+	$(PIP_INSTALL) -e '.[$(1)]'
+	@touch $@
+endef
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing proxyaug and its dependencies into $(VENV) (pinned by constraints.txt)..."
-	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,demo,docs]'
-	@touch $(STAMP)
+install: $(TEST_STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(call install_extras,demo,3)
+
+$(TEST_STAMP): pyproject.toml constraints.txt
+	$(call install_extras,dev$(comma)docs,3)
+
+$(DOCS_STAMP): pyproject.toml constraints.txt
+	$(call install_extras,docs,3)
+
+demo: $(DEMO_STAMP)
+	@echo "[3/3] running the demo (benchmarks.train --preset demo), about 2 minutes on 2 CPU cores"
 	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.train --preset demo $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
+	@echo "[3/3] running the tests, doctests and a strict docs build"
 	$(PY) -m pytest -q $(ARGS)
 
 # The site builds offline: PyTorch cross-references come from docs/inventories/torch.inv.
 DOCS_ENV := NO_MKDOCS_2_WARNING=1 PROXYAUG_TORCH_INVENTORY=file://$(CURDIR)/docs/inventories/torch.inv
 
-docs: $(STAMP)
+docs: $(DOCS_STAMP)
+	@echo "[3/3] building the site into site/ (strict)"
 	$(DOCS_ENV) $(PY) -m mkdocs build --strict -d site
 
 # Headless Chromium screenshots of the built site (needs: apt-get install chromium)

@@ -1,0 +1,118 @@
+"""What `make demo` and `make test` install: only the extras each needs, with visible progress, CPU wheels on request."""
+
+import ast
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def _make_n(*args, venv):
+    """The commands `make` would run (`make -n`), with no settings inherited from an outer make."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "TORCH_INDEX", "PIP_FLAGS", "PYTHON", "ARGS"}}
+    out = subprocess.run(["make", "-n", *args, f"VENV={venv}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _pip_lines(commands):
+    return [line for line in commands.splitlines() if "-m pip install" in line]
+
+
+def _extras(pip_line):
+    found = re.search(r"-e '\.\[([^\]]*)\]'", pip_line)
+    assert found, pip_line
+    return set(found.group(1).split(","))
+
+
+def test_make_demo_installs_the_demo_extra_only(tmp_path):
+    (line,) = _pip_lines(_make_n("demo", venv=tmp_path / "venv"))
+    assert _extras(line) == {"demo"}
+    assert "-c constraints.txt" in line
+
+
+def test_make_test_installs_the_dev_and_docs_extras(tmp_path):
+    (line,) = _pip_lines(_make_n("test", venv=tmp_path / "venv"))
+    assert _extras(line) == {"dev", "docs"}
+
+
+def test_each_set_of_extras_has_its_own_stamp(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".proxyaug-demo").touch()  # `make demo` has installed its extra
+    assert not _pip_lines(_make_n("demo", venv=venv))
+    (line,) = _pip_lines(_make_n("test", venv=venv))  # `make test` still installs what it adds
+    assert _extras(line) == {"dev", "docs"}
+
+
+def test_torch_index_is_passed_to_pip(tmp_path):
+    (line,) = _pip_lines(_make_n("demo", f"TORCH_INDEX={CPU_INDEX}", venv=tmp_path / "venv"))
+    assert f"--extra-index-url {CPU_INDEX}" in line
+    (line,) = _pip_lines(_make_n("demo", venv=tmp_path / "venv"))
+    assert "--extra-index-url" not in line
+
+
+def test_torch_index_is_documented():
+    assert "TORCH_INDEX ?=" in (ROOT / "Makefile").read_text()
+    assert f"make demo TORCH_INDEX={CPU_INDEX}" in (ROOT / "README.md").read_text()
+
+
+def test_install_shows_its_steps_and_pips_progress(tmp_path):
+    commands = _make_n("demo", venv=tmp_path / "venv")
+    for step in ("[1/3] creating", "[2/3] installing proxyaug[demo]", "[3/3] running the demo"):
+        assert step in commands
+    (line,) = _pip_lines(commands)
+    # -q (and -qq) hide pip's download progress bars; what makes it quieter is only the version check
+    assert not re.search(r"\s-q+\b|--quiet", line), line
+    assert "--progress-bar on" in line and "--disable-pip-version-check" in line
+
+
+def _requirements():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda req: re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower().replace("_", "-")  # noqa: E731
+    return {name(r) for r in project["dependencies"]}, {k: {name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+
+
+def test_the_demo_extra_covers_what_the_demo_imports():
+    """Every third-party module benchmarks.train imports for the demo preset is a core or demo requirement."""
+    if not hasattr(sys, "stdlib_module_names"):
+        pytest.skip("needs Python >= 3.10 (sys.stdlib_module_names)")
+    from importlib.metadata import packages_distributions
+
+    core, extras = _requirements()
+    demo_config = (ROOT / "benchmarks" / "configs" / "demo.toml").read_text()
+    # albumentations serves the cutout arm only, which the demo preset does not run
+    not_run = {"albumentations"} if 'kind = "cutout"' not in demo_config else set()
+    dists = packages_distributions()
+    modules = set()
+    for name in ("train.py", "data.py", "env.py"):
+        for node in ast.walk(ast.parse((ROOT / "benchmarks" / name).read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"tomllib", "proxyaug", "benchmarks", "__future__"} - not_run
+    assert "sklearn" in third_party and "scipy" in third_party
+    for module in sorted(third_party):
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        assert names & (core | extras["demo"]), f"benchmarks imports {module} but neither the dependencies nor the demo extra name it"
+
+
+def test_the_dev_extra_holds_the_demo_extra():
+    """`make test` runs the harness' tests and doctests, so it needs everything the demo needs."""
+    _, extras = _requirements()
+    assert extras["demo"] <= extras["dev"]
