@@ -1,5 +1,6 @@
-"""The documentation: the site builds strictly, its example runs, every public name is documented."""
+"""The documentation: the site builds strictly, its examples run, every public name is documented, the pages read on GitHub."""
 
+import importlib.util
 import inspect
 import os
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 import proxyaug as pa
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
 PUBLIC = {
     "proxyaug": pa, "functional": pa.functional, "selection": pa.selection, "attention": pa.attention, "viz": pa.viz,
     "distributed": pa.distributed,
@@ -68,3 +70,107 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert "Proxy Attention arms against each control" in accuracy  # the study's generated report
     for picture in ("differences.png", "bars.png", "grids/shortcut-digits-cnn-proxy-seed0-refresh1.png"):
         assert (tmp_path / "site" / "assets" / "results" / "study" / picture).stat().st_size > 0
+        assert f'src="../assets/results/study/{picture}"' in accuracy
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert 'src="assets/results/study/grids/shortcut-digits-cnn-proxy-black-seed0-refresh1.png"' in home
+    assert "stylesheets/extra.css" in home and (tmp_path / "site" / "stylesheets" / "extra.css").is_file()
+    scale = (tmp_path / "site" / "howto" / "scale" / "index.html").read_text()
+    assert "<td>64</td>" in scale  # the generated ImageNet table
+    for page in (tmp_path / "site").rglob("*.html"):
+        assert "--8&lt;--" not in page.read_text() and "--8<--" not in page.read_text(), page
+
+
+def _python_blocks(page):
+    return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_no_build_time_include_is_left(page):
+    """GitHub shows a `--8<--` include as text; the pages hold a copy of generated files instead."""
+    assert not re.search(r"^\s*-+8<-+", page.read_text(), re.M)
+
+
+def test_generated_copies_match_their_files():
+    hooks = _hooks()
+    copied = {}
+    for page in PAGES:
+        for path, copy in hooks.generated_copies(page.read_text()):
+            copied[path] = page
+            assert copy == hooks.source_text(path), (
+                f"{page.relative_to(ROOT)} holds an old copy of {path}; run `python docs/hooks.py`")
+    assert set(copied) >= {"benchmarks/results/study/report.md", "benchmarks/results/speed-cpu.md",
+                           "benchmarks/results/scale-imagenet.md"}
+
+
+@pytest.mark.parametrize("page", PAGES + [ROOT / "README.md"], ids=[p.relative_to(ROOT).as_posix() for p in PAGES + [ROOT / "README.md"]])
+def test_picture_links_resolve_relative_to_the_page(page):
+    """As GitHub reads them; the docs hook points the site at its own copies."""
+    text = page.read_text()
+    for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text) + re.findall(r"<img [^>]*src=\"([^\"]+)\"", text):
+        if not target.startswith(("http://", "https://")):
+            assert (page.parent / target).is_file(), f"{page.relative_to(ROOT)}: {target} does not exist"
+    assert not re.search(r"\)\{[^}]*width=", text), "GitHub shows attribute lists as text; size pictures in docs/stylesheets/extra.css"
+
+
+def test_hook_points_pictures_at_the_site_copies():
+    hooks = _hooks()
+    assert hooks.publish_pictures("![a](../benchmarks/results/study/bars.png)", "index.md") == \
+        "![a](assets/results/study/bars.png)"
+    assert hooks.publish_pictures("![a](../../benchmarks/results/study/bars.png)", "howto/scale.md") == \
+        "![a](../assets/results/study/bars.png)"
+    assert hooks.publish_pictures("![a](https://example.org/a.png)", "index.md") == "![a](https://example.org/a.png)"
+
+
+def test_extra_css_wraps_code_and_table_cells():
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^extra_css:\s*\n\s*- stylesheets/extra\.css\s*$", config, re.M)
+    css = (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
+    rules = {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.S))}
+    assert "white-space: pre-wrap" in rules[".md-typeset pre > code"]
+    assert "word-break: normal" in rules[".md-typeset table:not([class]) code"]
+    assert "anywhere" not in css and "break-all" not in css
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_python_blocks_compile(page):
+    for code in _python_blocks(page):
+        compile(code, str(page), "exec")
+
+
+def test_own_dataset_blocks_import_what_they_use():
+    """Each block of the page runs as it stands: no name is used that the block does not define or import."""
+    pytest.importorskip("ruff")
+    page = ROOT / "docs" / "howto" / "own-dataset.md"
+    for code in _python_blocks(page):
+        out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "F821", "--stdin-filename", "block.py", "-"],
+                             input=code, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_models_layer_example_runs():
+    """The layer names of the example are those torchvision's and timm's models have."""
+    import torch
+
+    pytest.importorskip("timm")
+    page = ROOT / "docs" / "howto" / "models.md"
+    (code,) = [c for c in _python_blocks(page) if "layer=" in c and "convnext" in c]
+    torch.manual_seed(0)
+    exec(compile(code, str(page), "exec"), {"x": torch.rand(2, 3, 64, 64)})
+
+
+def test_no_schedule_in_the_docs_refreshes_after_its_last_epoch():
+    """Maps written after the last epoch are never trained on."""
+    found = 0
+    for page in PAGES + [ROOT / "README.md"]:
+        for spec in re.findall(r"ProxySchedule\.parse\(\"([^\"]+)\"\)", page.read_text()):
+            schedule = pa.ProxySchedule.parse(spec)
+            assert max(schedule.refresh_epochs) < schedule.epochs - 1, f"{page.name}: {spec}"
+            found += 1
+    assert found >= 3
