@@ -84,3 +84,24 @@ def check_index(name: str, idx: Any, *, size: int, length: Optional[int] = None)
             bad = lo if lo < 0 else hi
             raise IndexError(f"{name} contains {bad}, out of range for a bank of {size} samples; expected indices in [0, {size - 1}].")
     return idx.long()
+
+
+#: How far outside [0, 1] a float image may reach before it is refused: bicubic and antialiased
+#: resizing of float tensors overshoot a little (torchvision clamps only uint8), while images in
+#: 0..255 or already normalised reach far beyond.
+RANGE_SLACK = 0.25
+
+
+def check_unit_range(name: str, lo: float, hi: float) -> None:
+    """Float images must hold values in [0, 1] (up to ``RANGE_SLACK``); ``lo`` and ``hi`` are their extremes."""
+    too_low, too_high = lo < -RANGE_SLACK, hi > 1 + RANGE_SLACK  # NaN is neither: non-finite maps are handled later
+    if not (too_low or too_high):
+        return
+    if not too_low:
+        why = "They look like 0..255 values: divide by 255, or convert uint8 with v2.ToDtype(torch.float32, scale=True)"
+    else:
+        why = (
+            "They look normalised: normalise after proxyaug, not in the base dataset (apply it after "
+            "ProxyTransform in the loop and pass it to refresh(preprocess=...))"
+        )
+    raise ValueError(f"the values of {name} lie in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1]. {why}.")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_choice, check_index, describe
+from ._checks import check_choice, check_index, check_unit_range, describe
+from ._device import to_device
 from .bank import MaskBank
 from .refresh import RefreshReport, refresh
 from .transform import ProxyTransform
@@ -114,6 +117,10 @@ class ProxyDataset(Dataset):
         if n < 1:
             raise ValueError("dataset is empty; expected at least one sample.")
         proxies = check_choice("proxies", proxies, PROXIES)
+        # item 0 now, not an epoch later inside a DataLoader worker
+        x0, _ = _check_item(dataset[0], 0)
+        if x0.is_floating_point():
+            check_unit_range("dataset[0]", float(x0.min()), float(x0.max()))
         rows = 2 * n if proxies == "append" else n
         if bank is None:
             bank = MaskBank(rows, resolution=resolution, device=device, dtype=dtype)
@@ -125,16 +132,23 @@ class ProxyDataset(Dataset):
         self.bank = bank
         self.proxies = proxies
         self._n = n
-        self._extra = torch.empty(0, dtype=torch.long)  # proxies="append": the samples with a map, in order
+        # proxies="append": the samples with a map, in order (the first _extra_count entries). In shared
+        # memory, so that running DataLoader workers (persistent ones, the CPU path) see each refresh.
+        self._extra = torch.zeros(n if proxies == "append" else 0, dtype=torch.long)
+        self._extra_count = torch.zeros(1, dtype=torch.long)
+        if proxies == "append":
+            self._extra.share_memory_()
+            self._extra_count.share_memory_()
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
-        self._wrong: Optional[torch.Tensor] = None  # flags set by observe() since the last refresh
+        # flags set by observe() since the last refresh: n samples plus one slot that absorbs right predictions
+        self._wrong: Optional[torch.Tensor] = None
         self.proxy: Optional[ProxyTransform] = None  # set by enable_cpu_path
         self.transform: Optional[Callable[[torch.Tensor], Any]] = None
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._n + len(self._extra)
+        return self._n + int(self._extra_count)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
         x, y, index = self._canonical(index)
@@ -151,7 +165,7 @@ class ProxyDataset(Dataset):
             index += len(self)
         if index >= self._n and self.proxies == "append":
             k = index - self._n
-            if k >= len(self._extra):
+            if k >= int(self._extra_count):
                 raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items.")
             base = int(self._extra[k])
             x, y = _check_item(self.dataset[base], base)
@@ -159,14 +173,30 @@ class ProxyDataset(Dataset):
         x, y = _check_item(self.dataset[index], index)
         return x, y, index
 
-    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """Bank rows of base samples ``idx``: where refresh writes their maps."""
-        return idx + self._n if self.proxies == "append" else idx
+    def rows(self, samples: Any) -> torch.Tensor:
+        """The bank rows that hold the maps of base samples ``samples``.
+
+        A *sample index* ``i`` names an item of the wrapped dataset (``dataset[i]``); a *bank row*
+        names where a map lives, and is the ``idx`` that items carry and that
+        [`ProxyTransform`][proxyaug.ProxyTransform] and [`observe()`][proxyaug.ProxyDataset.observe]
+        take. They are equal unless ``proxies="append"``, where sample ``i``'s map lives in row
+        ``len(dataset) + i`` (the row of its extra item).
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> base = TensorDataset(torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long))
+            >>> ProxyDataset(base).rows([1, 3]), ProxyDataset(base, proxies="append").rows([1, 3])
+            (tensor([1, 3]), tensor([5, 7]))
+        """
+        samples = check_index("samples", samples, size=self._n)
+        return samples + self._n if self.proxies == "append" else samples
 
     def _sync_extra(self) -> None:
-        """``proxies="append"``: list the samples that have a map (after the bank changed)."""
+        """``proxies="append"``: list the samples that have a map (after the bank changed), in place."""
         if self.proxies == "append":
-            self._extra = self.bank.present[self._n :].nonzero().flatten().cpu()
+            found = self.bank.present[self._n :].nonzero().flatten().cpu()
+            self._extra[: found.numel()] = found
+            self._extra_count.fill_(found.numel())
 
     def _check_length(self) -> None:
         if len(self.dataset) != self._n:
@@ -175,7 +205,17 @@ class ProxyDataset(Dataset):
                 "changed length. Build a new ProxyDataset for the new data."
             )
 
-    def enable_cpu_path(self, transform: Optional[Callable[[torch.Tensor], Any]] = None, **proxy: Any) -> "ProxyDataset":
+    def enable_cpu_path(
+        self,
+        transform: Optional[Callable[[torch.Tensor], Any]] = None,
+        *,
+        model: Optional[torch.nn.Module] = None,
+        layer: Any = None,
+        preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        reshape: Any = None,
+        method: Any = "gradcam++",
+        **proxy: Any,
+    ) -> "ProxyDataset":
         """Apply the maps inside ``__getitem__`` (in DataLoader workers), then ``transform``.
 
         For pipelines whose augmentation runs on the CPU (albumentations, torchvision v2): each
@@ -186,16 +226,27 @@ class ProxyDataset(Dataset):
         seen by running workers, ``persistent_workers=True`` included, without restarting them.
         Refreshes still scan the canonical images.
 
+        Shared memory is never reallocated, so the bank's map resolution must be the one the
+        refreshes will produce. Pass ``model`` (and the ``layer``, ``preprocess``, ``reshape`` and
+        ``method`` your refreshes will use): the resolution is then measured on item 0 with
+        [`map_resolution()`][proxyaug.attention.map_resolution] and set, or checked against the
+        bank's, now rather than at the first refresh an epoch later.
+
         Args:
             transform: applied to each ``(C, H, W)`` image after the replacement.
+            model: the model refreshes will use; measures the map resolution on item 0.
+            layer: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
+            preprocess: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
+            reshape: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
+            method: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
             **proxy: [`ProxyTransform`][proxyaug.ProxyTransform] arguments.
 
         Returns:
             ``self``.
 
         Raises:
-            ValueError: the bank is not on the CPU, or its resolution is not fixed (shared memory
-                must never be reallocated).
+            ValueError: the bank is not on the CPU, its resolution is not fixed and no ``model`` is
+                given, or it differs from the one ``model`` produces.
 
         Examples:
             >>> from torch.utils.data import TensorDataset
@@ -204,20 +255,48 @@ class ProxyDataset(Dataset):
             >>> ds.bank.put(torch.tensor([1]), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
             >>> ds[0][0].sum().item(), ds[1][0].sum().item()  # sample 1 lost its top-left corner
             (32.0, 24.0)
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            >>> auto = ProxyDataset(TensorDataset(torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)))
+            >>> auto.enable_cpu_path(model=net).bank.resolution  # measured on item 0
+            (4, 4)
         """
         if self.bank.device.type != "cpu":
             raise ValueError(f"the CPU path needs the bank on the CPU; it is on {self.bank.device}. Build the dataset with device='cpu'.")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
+        if model is not None:
+            measured = self._measure_resolution(model, layer, preprocess, reshape, method)
+            if self.bank.resolution is None:
+                h, w = measured
+                empty = {"maps": torch.zeros(len(self.bank), h, w), "present": torch.zeros(len(self.bank), dtype=torch.bool)}
+                self.bank.load_state_dict(empty)  # adopts the resolution, before the memory is shared
+            elif self.bank.resolution != measured:
+                raise ValueError(
+                    f"the bank stores maps at {self.bank.resolution} but the model's target layer gives {measured} on "
+                    f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
+                )
         if self.bank.resolution is None:
             raise ValueError(
                 "the CPU path needs a fixed map resolution, so that the bank's shared memory is never reallocated: "
-                "build the dataset with resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
+                "pass model= (and layer=, preprocess= as for refresh) to measure it, or build the dataset with "
+                "resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
             )
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
         self.bank.share_memory()
         self.proxy = ProxyTransform(self.bank, **proxy)
         self.transform = transform
         return self
+
+    def _measure_resolution(self, model: Any, layer: Any, preprocess: Any, reshape: Any, method: Any) -> Tuple[int, int]:
+        from .attention import map_resolution
+        from .refresh import _model_device
+
+        x, _, _ = self._canonical(0)
+        x = x.unsqueeze(0).to(_model_device(model))
+        if preprocess is not None:
+            x = preprocess(x)
+        elif not x.is_floating_point():
+            x = x.float() / 255  # the values do not matter for the shape, the dtype does
+        return map_resolution(model, x, method=method, layer=layer, reshape=reshape)
 
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")
@@ -226,12 +305,38 @@ class ProxyDataset(Dataset):
         return getattr(dataset, name)
 
     def __getstate__(self) -> dict:
+        # A bank on an accelerator is left out: workers never need it and must not hold CUDA tensors.
+        # A CPU bank that is not shared (the CPU path shares it on purpose) travels as bytes: a spawn
+        # worker's pickler would otherwise move its storage into shared memory as a side effect, and
+        # a shared bank can never change resolution. The observations travel the same way.
         state = self.__dict__.copy()
-        if self.bank is not None and self.bank.device.type != "cpu":
-            state["bank"] = None
-        if self._wrong is not None and self._wrong.device.type != "cpu":
-            state["_wrong"] = None
+        private = {}
+        for key in ("bank", "_wrong"):
+            value = state[key]
+            if value is None:
+                continue
+            tensor = value if isinstance(value, torch.Tensor) else value.maps
+            if tensor.device.type != "cpu":
+                state[key] = None
+            elif not tensor.is_shared():
+                private[key], state[key] = value, None
+        if private:
+            buffer = io.BytesIO()
+            torch.save(private, buffer)
+            state["_private_bytes"] = buffer.getvalue()
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        private = state.pop("_private_bytes", None)
+        self.__dict__.update(state)
+        if private is not None:
+            self.__dict__.update(torch.load(io.BytesIO(private), weights_only=False))
+
+    def __deepcopy__(self, memo: dict) -> "ProxyDataset":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __repr__(self) -> str:
         return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self._n})"
@@ -248,8 +353,8 @@ class ProxyDataset(Dataset):
         those instead of the whole dataset. Runs on the logits' device without a host sync.
 
         Args:
-            idx: the ``idx`` of the batch's items ``(B,)`` (with ``proxies="append"`` an extra
-                item counts for its original).
+            idx: the ``idx`` of the batch's items ``(B,)``: bank rows (with ``proxies="append"``
+                an extra item counts for its original, also when both are in the batch).
             logits: model outputs ``(B, num_classes)``.
             labels: true classes ``(B,)``.
 
@@ -262,25 +367,28 @@ class ProxyDataset(Dataset):
         """
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
-        batch = logits.shape[0]
-        idx = check_index("idx", idx, size=len(self.bank), length=batch).to(logits.device) % self._n
-        labels = torch.as_tensor(labels, device=logits.device)
-        if labels.shape != (batch,) or labels.is_floating_point():
+        batch, device = logits.shape[0], logits.device
+        idx = to_device(check_index("idx", idx, size=len(self.bank), length=batch), device) % self._n
+        labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+        if labels.shape != (batch,) or labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be {batch} integer class indices; got {describe(labels)}.")
-        if self._wrong is None or self._wrong.device != logits.device:
+        labels = to_device(labels, device)
+        if self._wrong is None or self._wrong.device != device:
             previous = self._wrong
-            self._wrong = torch.zeros(self._n, dtype=torch.bool, device=logits.device)
+            self._wrong = torch.zeros(self._n + 1, dtype=torch.bool, device=device)
             if previous is not None:
-                self._wrong |= previous.to(logits.device)
+                self._wrong |= previous.to(device)
         wrong = logits.detach().argmax(dim=1) != labels
-        self._wrong.index_put_((idx,), self._wrong.index_select(0, idx) | wrong)
+        # every write is True (right predictions go to the spare last slot), so an original and its
+        # appended copy in one batch cannot overwrite each other's flag
+        self._wrong.index_fill_(0, torch.where(wrong, idx, self._n), True)
 
     @property
     def observed_wrong(self) -> torch.Tensor:
         """Indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] since the last refresh (sorted, CPU)."""
         if self._wrong is None:
             return torch.empty(0, dtype=torch.long)
-        return self._wrong.nonzero().flatten().cpu()
+        return self._wrong[: self._n].nonzero().flatten().cpu()
 
     def state_dict(self) -> dict:
         """What a resumed run needs of this dataset: the bank, the refresh count (the default
@@ -303,7 +411,7 @@ class ProxyDataset(Dataset):
         return {
             "bank": {k: v.detach().cpu() for k, v in self.bank.state_dict().items()},
             "refreshes": self.refreshes,
-            "observed": None if self._wrong is None else self._wrong.cpu(),
+            "observed": None if self._wrong is None else self._wrong[: self._n].cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -316,23 +424,42 @@ class ProxyDataset(Dataset):
             raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {self._n}.")
         self.bank.load_state_dict(state["bank"])
         self.refreshes = int(state["refreshes"])
-        self._wrong = None if observed is None else observed.to(self.bank.device, torch.bool)
+        if observed is not None:
+            observed = torch.cat([observed.to(self.bank.device, torch.bool), torch.zeros(1, dtype=torch.bool, device=self.bank.device)])
+        self._wrong = observed
         self._sync_extra()
 
     def _observed_candidates(self, shard: Any = None) -> Optional[torch.Tensor]:
         """The indices to scan if ``observe`` recorded any mistake (on any rank), else ``None``."""
         if shard is not None:  # the union of every rank's observations, the same on all ranks
-            flags = self._wrong if self._wrong is not None else torch.zeros(self._n, dtype=torch.bool)
+            flags = self._wrong[: self._n] if self._wrong is not None else torch.zeros(self._n, dtype=torch.bool)
             wrong = shard.max(flags.to(torch.uint8)).nonzero().flatten().cpu()
         else:
             wrong = self.observed_wrong
         return wrong if wrong.numel() else None
 
-    def _commit(self, idx: Optional[torch.Tensor], maps: Optional[torch.Tensor], *, reset: bool, report: RefreshReport) -> None:
-        """Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist: write them, then start a new round."""
+    def _commit(
+        self,
+        idx: Optional[torch.Tensor],
+        maps: Optional[torch.Tensor],
+        *,
+        reset: bool,
+        report: RefreshReport,
+        scanned: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist: write them, then start a new round.
+
+        ``idx`` are sample indices; ``scanned`` the samples whose observations the refresh used up
+        (``None``: all of them).
+        """
         if idx is not None:
-            self.bank.put(self._rows(idx), maps, clear_others=reset)
+            self.bank.put(self.rows(idx), maps, clear_others=reset)
+        elif reset:
+            self.bank.clear()
         self._sync_extra()
-        self._wrong = None
+        if scanned is None or self._wrong is None:
+            self._wrong = None
+        else:
+            self._wrong[scanned.to(self._wrong.device)] = False
         self.refreshes += 1
         self.last_report = report

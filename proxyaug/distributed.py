@@ -47,6 +47,23 @@ class Shard:
         dist.all_reduce(buf, op=dist.ReduceOp.MAX)
         return buf.to(t.device)
 
+    def agree(self, error: Optional[BaseException]) -> None:
+        """Tell every rank whether any rank failed; each then raises (its own error, or a
+        ``RuntimeError`` naming the ranks that failed) instead of waiting in the next collective.
+
+        Call it on every rank at the same point, with the exception this rank caught or ``None``.
+        """
+        flags = torch.zeros(self.world_size, dtype=torch.int32)
+        flags[self.rank] = 1 if error is not None else 0
+        failed = self.sum(flags).nonzero().flatten().tolist()
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(
+                f"refresh failed on rank(s) {failed} of {self.world_size} (see their errors); every rank stops, "
+                "and this rank's bank and model are as they were."
+            )
+
     def gather_rows(self, local: torch.Tensor, n: int, shape: Tuple[int, ...]) -> torch.Tensor:
         """The ``n`` rows of which this rank holds ``positions(n)``, assembled on every rank."""
         full = torch.zeros((n, *shape), dtype=local.dtype, device=local.device)

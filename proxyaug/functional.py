@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_images, check_unit_interval, describe
+from ._device import to_device
 
 __all__ = ["MODES", "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma", "gaussian_blur"]
 
@@ -112,7 +113,7 @@ def sample_params(
     else:
         gen_device = generator.device if generator is not None else device
         apply = torch.rand(batch_size, generator=generator, device=gen_device) < p
-        apply = apply.to(device) if device is not None else apply
+        apply = to_device(apply, device) if device is not None else apply  # no host sync on CUDA
     return {"apply": apply}
 
 

@@ -13,15 +13,16 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._checks import check_choice, check_index, check_positive_int, check_unit_interval
+from ._checks import check_choice, check_index, check_positive_int, check_unit_interval, check_unit_range
 from .attention._state import eval_mode, unwrap
-from .attention.cam import _logits, compute_cams, resolve_method
+from .attention.cam import _logits, check_grad_mode, compute_cams, resolve_method
+from .attention.methods import GRADIENT_FREE
 from .attention.layers import LayerSpec, Reshape, resolve_layers
 from .distributed import shard_context
 from .selection import SELECT, choose, scores
@@ -45,7 +46,10 @@ class RefreshReport:
         attention_seconds: time spent computing maps.
         method: the CAM method used.
         layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
-        indices: dataset indices that received a map, sorted (CPU ``int64``).
+        indices: sample indices (of the wrapped dataset) that received a map, sorted (CPU ``int64``).
+        rows: the bank rows those maps went to (equal to ``indices`` unless ``proxies="append"``,
+            see [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]).
+        resolution: ``(h, w)`` of the maps written, or ``None`` when none was.
         skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
             gradients); they get no map, and a warning says so.
         source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
@@ -80,6 +84,8 @@ class RefreshReport:
     select: str = "wrong"
     world_size: int = 1
     computed: int = 0
+    rows: Optional[torch.Tensor] = None
+    resolution: Optional[Tuple[int, int]] = None
 
     @property
     def images_per_s(self) -> float:
@@ -94,9 +100,10 @@ class RefreshReport:
     def __str__(self) -> str:
         if self.wrong == 0:
             return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); the bank is unchanged ({self.seconds:.2f} s)"
+        size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
         return (
             f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}, "
-            f"wrote {self.written} {self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
+            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
             f"({self.images_per_s:.0f} images/s)"
         )
 
@@ -120,6 +127,35 @@ def _model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def _check_device(model: nn.Module, device: Union[str, torch.device, None]) -> torch.device:
+    """The device to run on: the model's; a ``device`` that is not the model's is refused."""
+    own = _model_device(model)
+    if device is None:
+        return own
+    device = torch.device(device)
+    has_state = any(True for _ in model.parameters()) or any(True for _ in model.buffers())
+    same = device.type == own.type and (device.index is None or own.index is None or device.index == own.index)
+    if has_state and not same:
+        raise ValueError(
+            f"device={str(device)!r} but the model's parameters are on {own}; refresh runs the model where it is. "
+            f"Move the model with model.to({str(device)!r}) first, or leave device=None."
+        )
+    return device
+
+
+def _on_every_rank(shard: Any, step: Callable[[], Any]) -> Any:
+    """Run ``step``; under a process group, every rank learns whether any rank's step failed."""
+    if not shard:
+        return step()
+    try:
+        result = step()
+    except Exception as err:
+        shard.agree(err)
+        raise
+    shard.agree(None)
+    return result
 
 
 def _labels(y: Any) -> torch.Tensor:
@@ -187,7 +223,8 @@ def refresh(
         indices: restrict the scan to these dataset indices.
         reset: drop the maps of samples not chosen this time.
         num_workers: DataLoader workers used to read images.
-        device: where to run the model; defaults to the device of its parameters.
+        device: where to run the model: the device of its parameters (the default); another one
+            is refused (move the model first).
         progress: show a tqdm progress bar; ``None`` shows one for scans of 20 batches or more.
         reshape: as in [`attention_maps()`][proxyaug.attention_maps].
         logits: as in [`attention_maps()`][proxyaug.attention_maps].
@@ -223,13 +260,15 @@ def refresh(
         raise TypeError(f"preprocess must be callable (e.g. torchvision.transforms.v2.Normalize); got {type(preprocess).__name__}.")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    if cam_class is None and method not in GRADIENT_FREE:
+        check_grad_mode(f"refresh(method={method!r})")  # now, not after the scan
     model = unwrap(model)
     bank = getattr(ds, "bank", None)
     if bank is None or not hasattr(ds, "_observed_candidates"):
         raise TypeError(f"ds must be a proxyaug.ProxyDataset holding its bank; got {type(ds).__name__}.")
     ds._check_length()
     n = len(ds.dataset)  # the base samples: with proxies="append", the originals only
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = _check_device(model, device)
     layers = resolve_layers(model, layer, None, reshape) if layer is not None else None
 
     shard = shard_context(distributed)
@@ -260,13 +299,34 @@ def refresh(
                 "does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
             )
         x = x.to(device, non_blocking=True)
-        return preprocess(x) if preprocess is not None else x
+        if preprocess is None:
+            return x
+        try:
+            out = preprocess(x)
+        except TypeError as err:
+            if x.is_floating_point():
+                raise
+            raise TypeError(
+                f"preprocess failed on the dataset's {x.dtype} images ({err}); make it convert them first, as your "
+                "training loop does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
+            ) from err
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise TypeError(
+                f"preprocess returned {out.dtype if isinstance(out, torch.Tensor) else type(out).__name__} images; "
+                "expected floating point. Add v2.ToDtype(torch.float32, scale=True) to it."
+            )
+        return out
 
-    with eval_mode(model):
+    def scan() -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         wrong_parts: List[torch.Tensor] = []
         score_parts: List[torch.Tensor] = []
+        lo = hi = None  # the extremes of the float images, checked after the scan: no sync per batch
         with torch.no_grad():
             for x, y, _ in batches(my_candidates, "proxyaug scan"):
+                if x.is_floating_point():
+                    lo_b, hi_b = x.aminmax()
+                    lo = lo_b if lo is None else torch.minimum(lo, lo_b)
+                    hi = hi_b if hi is None else torch.maximum(hi, hi_b)
                 lg = _logits(model(prepare(x)), logits)
                 y = _labels(y).to(lg.device, non_blocking=True)
                 # kept on the device: one host transfer after the scan, not one sync per batch
@@ -274,8 +334,31 @@ def refresh(
                 s = scores(select, lg, y)
                 if s is not None:
                     score_parts.append(s)
-        wrong_mask = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
-        score = torch.cat(score_parts).cpu() if score_parts else None
+        if lo is not None:
+            check_unit_range("the scanned images", float(lo), float(hi))
+        wrong = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
+        return wrong, (torch.cat(score_parts).cpu() if score_parts else None)
+
+    def attend(chosen: torch.Tensor) -> Optional[torch.Tensor]:
+        nonlocal layers
+        parts: List[torch.Tensor] = []
+        for x, y, _ in batches(chosen, "proxyaug maps"):
+            x = prepare(x)
+            if layers is None:
+                layers = resolve_layers(model, None, x, reshape)
+            cls = _labels(y).to(device) if target == "label" else None
+            parts.append(
+                compute_cams(
+                    model, x, layers, method, cls, cam_class=cam_class, logits=logits,
+                    eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma, progress=bool(show),
+                )
+            )
+        return torch.cat(parts) if parts else None
+
+    with eval_mode(model):
+        # a rank that fails tells the others before the next collective, so that all of them raise
+        # instead of waiting for it forever
+        wrong_mask, score = _on_every_rank(shard, scan)
         if shard:  # every rank gets every rank's results, in candidate order
             wrong_mask = shard.gather_rows(wrong_mask.to(torch.uint8), n_candidates, ()).bool()
             if select not in ("wrong", "random"):
@@ -283,22 +366,9 @@ def refresh(
         scan_end = time.perf_counter()
         chosen = choose(select, candidates, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
         my_chosen = chosen[shard.positions(chosen.numel())] if shard else chosen
-
-        maps_parts: List[torch.Tensor] = []
-        for x, y, _ in batches(my_chosen, "proxyaug maps"):
-            x = prepare(x)
-            if layers is None:
-                layers = resolve_layers(model, None, x, reshape)
-            cls = _labels(y).to(device) if target == "label" else None
-            maps_parts.append(
-                compute_cams(
-                    model, x, layers, method, cls, cam_class=cam_class, logits=logits,
-                    eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
-                )
-            )
+        maps = _on_every_rank(shard, lambda: attend(my_chosen))
     end = time.perf_counter()
 
-    maps = torch.cat(maps_parts) if maps_parts else None
     if shard and chosen.numel():
         local = maps if maps is not None else torch.empty(0, 0, 0)
         h, w = shard.max(torch.tensor(local.shape[-2:] if maps is not None else (0, 0))).tolist()
@@ -315,12 +385,24 @@ def refresh(
                 stacklevel=2,
             )
             written, maps = chosen[finite], maps[finite.to(maps.device)]
+    resolution = (int(maps.shape[-2]), int(maps.shape[-1])) if maps is not None and written.numel() else None
+    if resolution is not None and resolution[0] * resolution[1] <= 4:
+        warnings.warn(
+            f"the maps are {resolution[0]}x{resolution[1]}: too coarse to single out what misled the model. Pick an "
+            "earlier target layer with layer= (a finer stage), or feed larger images.",
+            UserWarning,
+            stacklevel=2,
+        )
     report = RefreshReport(
         scanned=n_candidates, wrong=int(wrong_mask.sum()), chosen=chosen.numel(), written=written.numel(),
         seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=method,
         layer=",".join(t.name for t in layers) if layers else "", indices=written, source=source,
         skipped=skipped, select=select, world_size=shard.world_size if shard else 1, computed=my_chosen.numel(),
+        rows=ds.rows(written) if hasattr(ds, "rows") else written, resolution=resolution,
     )
-    ds._commit(written if maps is not None and written.numel() else None, maps, reset=reset, report=report)
+    ds._commit(
+        written if maps is not None and written.numel() else None, maps, reset=reset, report=report,
+        scanned=candidates if source == "indices" else None,
+    )
     report.seconds = time.perf_counter() - start
     return report

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from ._checks import check_choice, check_images, check_index, check_unit_interval
+from ._checks import check_choice, check_images, check_index, check_unit_interval, check_unit_range
 from .bank import MaskBank
 
 __all__ = ["ProxyTransform"]
@@ -33,6 +33,8 @@ class ProxyTransform(nn.Module):
         weight: the blend weight in [0, 1] (thesis: 0.1).
         p: probability of transforming a sample that has a map, in [0, 1].
         blur_sigma: sigma of the ``blur`` mode; default scales with the image size.
+        check_range: check, on the first float batch only (one host sync), that the images are in
+            [0, 1] and not, say, normalised already or in 0..255; ``False`` skips it.
 
     Shape:
         - x: `(B, C, H, W)`, floating point or uint8, on the bank's device
@@ -59,6 +61,7 @@ class ProxyTransform(nn.Module):
         weight: float = 0.1,
         p: float = 1.0,
         blur_sigma: Optional[float] = None,
+        check_range: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(bank, MaskBank):
@@ -71,6 +74,7 @@ class ProxyTransform(nn.Module):
         if blur_sigma is not None and not blur_sigma > 0:
             raise ValueError(f"blur_sigma={blur_sigma!r} is not valid; expected a positive number or None.")
         self.blur_sigma = blur_sigma
+        self.check_range = bool(check_range)  # cleared once a float batch has passed
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, threshold={self.threshold}, weight={self.weight}, p={self.p}"
@@ -97,6 +101,10 @@ class ProxyTransform(nn.Module):
                 "(or ds.bank.to(...)) once, or move the batch."
             )
         idx = check_index("idx", idx, size=len(self.bank), length=x.shape[0])
+        if self.check_range and x.is_floating_point() and x.numel():
+            lo, hi = x.aminmax()
+            check_unit_range("x", float(lo), float(hi))
+            self.check_range = False
         if (params is None and self.p == 0.0) or self.bank.resolution is None:
             return x  # nothing to apply, or a bank that has not received its first maps yet
         maps, present = self.bank._lookup(idx)  # idx validated above, once per batch

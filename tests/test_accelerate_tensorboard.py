@@ -56,3 +56,32 @@ def test_tensorboard_logs_statistics_and_a_grid(tmp_path, model):
     assert {"proxyaug/wrong", "proxyaug/written", "proxyaug/seconds"} <= set(tags["scalars"])
     assert events.Scalars("proxyaug/written")[0].value == report.written
     assert tags["images"] == ["proxyaug/original_map_proxy"]
+
+
+def test_tensorboard_grid_in_append_mode_shows_the_maps_and_proxies(model, monkeypatch):
+    pytest.importorskip("tensorboard")
+    import proxyaug.integrations.tensorboard as tb
+
+    ds = pa.ProxyDataset(_ds().dataset, proxies="append")
+    report = ds.refresh(model, fraction=1.0)
+    assert report.written and torch.equal(report.rows, report.indices + len(ds.dataset))
+    seen = {}
+
+    def grid(images, maps, proxies, *args, **kwargs):
+        seen.update(images=images, maps=maps, proxies=proxies)
+        return torch.zeros(3, 4, 4)
+
+    monkeypatch.setattr(tb, "proxy_grid", grid)
+
+    class Writer:
+        def add_scalar(self, *args):
+            pass
+
+        def add_image(self, *args):
+            pass
+
+    tb.log_refresh(Writer(), report, step=1, dataset=ds, proxy=pa.ProxyTransform(ds.bank, mode="black", threshold=0.0), images=4)
+    expect = torch.stack([ds.dataset[int(i)][0] for i in report.indices[:4]])
+    assert torch.equal(seen["images"], expect)  # the samples' own images
+    assert seen["maps"].amax(dim=(1, 2)).gt(0).all()  # their maps, read from their bank rows
+    assert not torch.equal(seen["proxies"], seen["images"])  # and their proxies

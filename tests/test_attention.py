@@ -133,3 +133,26 @@ def test_errors(model):
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
     with pytest.raises(ValueError, match=r"could not find a target layer in Sequential.*Pass layer="):
         pa.attention_maps(mlp, x)
+
+
+def test_dict_output_without_logits_names_the_keys(model):
+    class Scores(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"scores": self.net(x), "aux": 0}
+
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(TypeError, match=r"the model returned a dict with keys \['aux', 'scores'\]; expected logits under the key 'logits'.*logits=lambda out: out\['scores'\]"):
+        pa.attention_maps(Scores(model), x)
+    assert pa.attention_maps(Scores(model), x, logits=lambda out: out["scores"]).shape == (2, 8, 8)
+
+
+def test_pytorch_grad_cam_methods_work_under_no_grad(model):
+    x = torch.rand(2, 3, 16, 16)
+    expect = pa.attention_maps(model, x, method="fullgrad")
+    with torch.no_grad():
+        got = pa.attention_maps(model, x, method="fullgrad")
+    assert torch.allclose(got, expect)

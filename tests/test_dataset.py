@@ -85,9 +85,11 @@ def test_uint8_images_need_a_converting_preprocess(model):
 def test_pil_images_get_a_hint():
     from PIL import Image
 
-    ds = pa.ProxyDataset(Items([(Image.new("RGB", (4, 4)), 1)]))
     with pytest.raises(TypeError, match=r"image that is a PIL.Image.Image.*ToTensor"):
-        ds[0]
+        pa.ProxyDataset(Items([(Image.new("RGB", (4, 4)), 1)]))  # item 0 is checked when the dataset is built
+    ds = pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0), (Image.new("RGB", (4, 4)), 1)]))
+    with pytest.raises(TypeError, match=r"dataset\[1\] returned an image that is a PIL.Image.Image.*ToTensor"):
+        ds[1]
 
 
 def test_bad_construction(base):
@@ -151,3 +153,116 @@ def test_append_mode_validation(base):
         pa.ProxyDataset(base, proxies="add")
     with pytest.raises(ValueError, match=r"2 \* len\(dataset\)=80 rows"):
         pa.ProxyDataset(base, pa.MaskBank(len(base)), proxies="append")
+
+
+# -- checks where data enters: item 0 when the dataset is built -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item, exc, match",
+    [
+        ({"image": torch.rand(3, 4, 4), "label": 0}, TypeError, r"dataset\[0\] returned a dict with keys \['image', 'label'\]"),
+        ((torch.rand(3, 4, 4), 0, "extra"), TypeError, r"dataset\[0\] returned a tuple of 3 items"),
+        ((torch.rand(3, 4, 4), torch.tensor([0.0, 1.0])), TypeError, r"dataset\[0\] returned a label that is a tensor of shape \(2,\)"),
+        ((torch.rand(3, 4, 4) * 255, 0), ValueError, r"the values of dataset\[0\] lie in \[.*\]; expected float images in \[0, 1\]\. They look like 0\.\.255"),
+        ((torch.rand(3, 4, 4) * 4 - 2, 0), ValueError, r"the values of dataset\[0\] lie in \[.*\]; expected float images in \[0, 1\]\. They look normalised"),
+    ],
+)
+def test_item_zero_is_checked_when_the_dataset_is_built(item, exc, match):
+    with pytest.raises(exc, match=match):
+        pa.ProxyDataset(Items([item, item]))
+
+
+def test_a_small_interpolation_overshoot_is_accepted():
+    x = torch.rand(3, 4, 4) * 1.1 - 0.05  # what bicubic resizing of a float image can give
+    assert len(pa.ProxyDataset(Items([(x, 0)]))) == 1
+
+
+# -- observe ------------------------------------------------------------------------------------------
+
+
+def test_observe_keeps_a_mistake_when_an_original_and_its_copy_share_a_batch(base):
+    ds = pa.ProxyDataset(base, proxies="append")
+    n = len(base)
+    # row 3 (the original, wrong) and row n + 3 (its appended copy, right) in one batch
+    logits = torch.tensor([[0.0, 9.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    ds.observe(torch.tensor([3, n + 3]), logits, labels)
+    ds.observe(torch.tensor([n + 5, 5]), logits, labels)  # the copy wrong, the original right
+    assert ds.observed_wrong.tolist() == [3, 5]
+
+
+def test_observe_copies_indices_and_labels_without_blocking(base, monkeypatch):
+    ds = pa.ProxyDataset(base)
+    calls = []
+    original = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("non_blocking", False))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    # logits on another device ("meta" stands in for "cuda") than the CPU batch indices and labels
+    ds.observe(torch.tensor([1, 2]), torch.zeros(2, 4, device="meta"), torch.tensor([0, 1]))
+    assert calls and all(calls), "a host-to-device copy in observe() was blocking"
+
+
+# -- pickling and copying ------------------------------------------------------------------------------
+
+
+def test_pickling_for_a_spawn_worker_leaves_the_bank_unshared(base):
+    import io
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's reductions)
+
+    ds = pa.ProxyDataset(base)
+    ds.bank.put(torch.tensor([1]), torch.rand(1, 3, 3))
+    ds.observe(torch.tensor([0]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.tensor([0]))
+    ForkingPickler(io.BytesIO()).dump(ds)
+    assert not ds.bank.maps.is_shared() and not ds.bank.present.is_shared() and not ds._wrong.is_shared()
+    ds.bank.put(torch.tensor([2]), torch.rand(1, 5, 5), clear_others=True)  # so it can still change resolution
+    assert ds.bank.resolution == (5, 5)
+
+
+def test_deepcopy_keeps_bank_and_observations(base):
+    import copy
+
+    ds = pa.ProxyDataset(base)
+    ds.bank.put(torch.tensor([1]), torch.rand(1, 3, 3))
+    ds.observe(torch.tensor([0]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.tensor([0]))
+    again = copy.deepcopy(ds)
+    assert torch.equal(again.bank.maps, ds.bank.maps) and again.bank is not ds.bank
+    assert again.observed_wrong.tolist() == [0]
+
+
+def test_rows_name_where_a_sample_map_lives(base):
+    assert pa.ProxyDataset(base).rows([0, 39]).tolist() == [0, 39]
+    assert pa.ProxyDataset(base, proxies="append").rows(torch.tensor([0, 39])).tolist() == [40, 79]
+    with pytest.raises(IndexError, match=r"samples contains 40, out of range"):
+        pa.ProxyDataset(base).rows([40])
+
+
+# -- the CPU path's map resolution -----------------------------------------------------------------------
+
+
+def test_cpu_path_measures_the_resolution_from_the_model(model, base):
+    ds = pa.ProxyDataset(base).enable_cpu_path(model=model, mode="black")
+    assert ds.bank.resolution == (8, 8) and ds.bank.maps.is_shared()
+    report = ds.refresh(model, fraction=1.0)
+    assert report.written and report.resolution == (8, 8)
+
+
+def test_cpu_path_refuses_a_resolution_the_model_does_not_give(model, base):
+    ds = pa.ProxyDataset(base, resolution=(7, 7))
+    with pytest.raises(ValueError, match=r"the bank stores maps at \(7, 7\) but the model's target layer gives \(8, 8\) on item 0; build the dataset with resolution=\(8, 8\)"):
+        ds.enable_cpu_path(model=model)
+    with pytest.raises(ValueError, match=r"needs a fixed map resolution.*pass model="):
+        pa.ProxyDataset(base).enable_cpu_path()
+
+
+def test_map_resolution_helper(model, base):
+    from proxyaug.attention import map_resolution
+
+    assert map_resolution(model, base[0][0]) == (8, 8)
+    assert map_resolution(model, base.tensors[0][:3], layer="features.0") == (16, 16)

@@ -68,3 +68,41 @@ def test_ranks_agree_with_each_other_and_with_one_process(tmp_path):
 def test_distributed_true_without_a_group_is_refused(model, base):
     with pytest.raises(RuntimeError, match=r"distributed=True needs an initialised torch.distributed process group"):
         pa.ProxyDataset(base).refresh(model, distributed=True)
+
+
+class _FailsOnRankOne(SmallCNN):
+    def forward(self, x):
+        if dist.get_rank() == 1:
+            raise RuntimeError("broken batch on rank 1")
+        return super().forward(x)
+
+
+def _failing_worker(rank: int, world: int, store: str, out: str) -> None:
+    import datetime
+
+    torch.set_num_threads(1)
+    # a short timeout: without the fix, rank 0 would wait for rank 1 in the next collective
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=30))
+    try:
+        ds, _ = _setup()
+        torch.manual_seed(0)
+        model = _FailsOnRankOne()
+        before = ds.bank.state_dict()
+        try:
+            ds.refresh(model, fraction=0.5, seed=0, batch_size=8)
+            message = "no error"
+        except Exception as err:  # noqa: BLE001
+            message = f"{type(err).__name__}: {err}"
+        unchanged = all(torch.equal(v, before[k]) for k, v in ds.bank.state_dict().items()) and ds.refreshes == 0
+        with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+            f.write(f"{unchanged}\n{message}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_refresh_that_fails_on_one_rank_fails_on_every_rank(tmp_path):
+    mp.spawn(_failing_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = ((tmp_path / f"rank{r}.txt").read_text().split("\n", 1) for r in (0, 1))
+    assert r1 == ["True", "RuntimeError: broken batch on rank 1"]
+    assert r0[0] == "True" and r0[1].startswith("RuntimeError: refresh failed on rank(s) [1] of 2")

@@ -65,3 +65,39 @@ def test_misuse_is_explained():
         ProxyAttention(_ds(), pa.ProxySchedule.on_plateau())
     with pytest.raises(TypeError, match=r"dataset must be a proxyaug.ProxyDataset"):
         ProxyAttention(TensorDataset(torch.rand(2, 1)))
+
+
+class Observing(Module):
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        logits = self(x)
+        return {"loss": nn.functional.cross_entropy(logits, y), "logits": logits.detach()}
+
+
+def test_blur_sigma_observe_and_refresh_arguments(tmp_path, monkeypatch):
+    ds = _ds()
+    callback = ProxyAttention(ds, "1,p,1,p", mode="blur", blur_sigma=1.5, fraction=1.0)
+    assert callback.proxy.blur_sigma == 1.5
+    scans = []
+    original = ds.observe
+
+    def spy(idx, logits, labels):
+        scans.append(len(idx))
+        original(idx, logits, labels)
+
+    monkeypatch.setattr(ds, "observe", spy)
+    _trainer(tmp_path, 4, callback).fit(Observing(ds), DataLoader(ds, batch_size=8, shuffle=True))
+    assert len(callback.reports) == 2 and sum(scans) == 4 * 32
+    assert all(r.source == "observed" for r in callback.reports)  # refreshes scanned only what was observed wrong
+
+
+def test_refresh_arguments_are_checked_when_the_callback_is_built():
+    with pytest.raises(TypeError, match=r"ProxyAttention got \['blur'\], which refresh\(\) does not take; expected ProxyTransform settings"):
+        ProxyAttention(_ds(), "1,p", blur=2.0)
+
+
+def test_observe_true_needs_logits(tmp_path):
+    ds = _ds()
+    callback = ProxyAttention(ds, "1,p", observe=True)
+    with pytest.raises(ValueError, match=r"observe=True needs training_step to return the logits"):
+        _trainer(tmp_path, 1, callback).fit(Module(ds), DataLoader(ds, batch_size=8))

@@ -185,3 +185,82 @@ def test_model_without_spatial_layer(base):
 def test_progress_bar(model, base, capsys):
     pa.ProxyDataset(base).refresh(model, batch_size=2, progress=True)
     assert "proxyaug scan" in capsys.readouterr().err
+
+
+# -- checks where data enters, and messages that point the right way -----------------------------------
+
+
+def test_scanned_images_outside_unit_range_are_refused(model, base):
+    from .conftest import Items
+
+    items = [(base[i][0] * (255 if i else 1), int(base[i][1])) for i in range(len(base))]  # item 0 passes the build check
+    ds = pa.ProxyDataset(Items(items))
+    before = _bank_state(ds.bank)
+    with pytest.raises(ValueError, match=r"the values of the scanned images lie in \[0\.?\d*, 2\d\d\.?\d*\]; expected float images in \[0, 1\]"):
+        ds.refresh(model)
+    assert all(torch.equal(v, before[k]) for k, v in ds.bank.state_dict().items())
+
+
+def test_inference_mode_is_named(model, base):
+    ds = pa.ProxyDataset(base)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"refresh\(method='gradcam\+\+'\) needs gradients, which torch.inference_mode\(\) disables.*outside the inference_mode block"):
+        ds.refresh(model)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode"):
+        pa.attention_maps(model, base.tensors[0][:2])
+
+
+def test_uint8_images_with_a_preprocess_that_does_not_convert(model):
+    from torchvision.transforms import v2
+
+    from .conftest import Items
+
+    ds = pa.ProxyDataset(Items([(torch.randint(0, 255, (3, 16, 16), dtype=torch.uint8), i % 4) for i in range(8)]))
+    with pytest.raises(TypeError, match=r"preprocess failed on the dataset's torch.uint8 images .*v2.ToDtype\(torch.float32, scale=True\)"):
+        ds.refresh(model, preprocess=v2.Normalize([0.5] * 3, [0.5] * 3))
+    with pytest.raises(TypeError, match=r"preprocess returned torch.uint8 images; expected floating point"):
+        ds.refresh(model, preprocess=lambda x: x)
+
+
+def test_report_names_the_resolution_and_coarse_maps_warn(model, base):
+    ds = pa.ProxyDataset(base)
+    report = ds.refresh(model, fraction=1.0)
+    assert report.resolution == (8, 8) and "8x8 gradcam++ maps" in str(report)
+    tiny = pa.ProxyDataset(torch.utils.data.TensorDataset(base.tensors[0][:, :, :4, :4], base.tensors[1]))
+    with pytest.warns(UserWarning, match=r"the maps are 2x2: too coarse.*layer="):
+        tiny.refresh(model, fraction=1.0)
+
+
+def test_progress_false_silences_pytorch_grad_cam_bars(model, base, capsys):
+    ds = pa.ProxyDataset(base)
+    report = ds.refresh(model, method="scorecam", fraction=0.2, progress=False, batch_size=64)
+    assert report.written > 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_reset_clears_old_maps_even_when_nothing_is_written(model, base):
+    ds = pa.ProxyDataset(base)
+    ds.refresh(model, fraction=1.0)
+    assert ds.bank.present.any()
+    right = (predictions(model, base) == base.tensors[1]).nonzero().flatten()
+    report = ds.refresh(model, indices=right, reset=True)  # nothing wrong among them: no map written
+    assert report.written == 0 and not ds.bank.present.any()
+
+
+def test_device_other_than_the_model_is_refused(model, base):
+    ds = pa.ProxyDataset(base)
+    with pytest.raises(ValueError, match=r"device='meta' but the model's parameters are on cpu.*model.to\('meta'\)"):
+        ds.refresh(model, device="meta")
+    assert ds.refresh(model, device="cpu").scanned == 40
+
+
+def test_explicit_indices_clear_only_their_own_observations(model, base):
+    ds = pa.ProxyDataset(base)
+    with torch.no_grad():
+        logits = model.eval()(base.tensors[0])
+    ds.observe(torch.arange(40), logits, base.tensors[1])
+    observed = ds.observed_wrong
+    assert observed.numel() > 2
+    ds.refresh(model, indices=observed[:2])
+    assert ds.observed_wrong.tolist() == observed[2:].tolist()
+    assert ds.refresh(model).source == "observed"

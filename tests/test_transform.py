@@ -85,3 +85,15 @@ def test_cuda_device_mismatch_and_to(bank):
         proxy(x, torch.tensor([1, 3]))
     proxy.to("cuda")
     assert bank.device.type == "cuda" and proxy(x, torch.tensor([1, 3])).is_cuda
+
+
+def test_first_float_batch_is_range_checked_once(bank):
+    proxy = ProxyTransform(bank, mode="black")
+    with pytest.raises(ValueError, match=r"the values of x lie in \[.*\]; expected float images in \[0, 1\]\. They look normalised"):
+        proxy(torch.rand(2, 3, 8, 8) * 4 - 2, torch.tensor([0, 1]))
+    proxy(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))  # a good batch passes, and ends the checks
+    assert proxy.check_range is False
+    proxy(torch.rand(2, 3, 8, 8) * 255, torch.tensor([0, 1]))  # later batches are not checked: no host sync
+    unchecked = ProxyTransform(bank, check_range=False)
+    unchecked(torch.rand(2, 3, 8, 8) * 255, torch.tensor([0, 1]))
+    ProxyTransform(bank)(torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1]))

@@ -77,3 +77,37 @@ def test_cpu_path_refuses_what_would_break_sharing():
         ds.bank.put(torch.tensor([0]), torch.rand(1, 5, 5))
     with pytest.raises(TypeError, match="transform must be callable"):
         pa.ProxyDataset(_base(), resolution=(4, 4)).enable_cpu_path(transform=3)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_append_mode_with_persistent_workers_follows_refreshes(context):
+    from .conftest import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN()
+    base = _base()
+    ds = pa.ProxyDataset(base, proxies="append")
+    loader = DataLoader(ds, batch_size=6, shuffle=True, num_workers=2, multiprocessing_context=context,
+                        persistent_workers=True, generator=torch.Generator().manual_seed(0))
+    seen = [torch.cat([idx for _, _, idx in loader])]  # epoch 1: the workers start, no extras yet
+    report = ds.refresh(net, fraction=1.0)
+    assert report.written > 0 and len(ds) == 24 + report.written
+    seen.append(torch.cat([idx for _, _, idx in loader]))  # epoch 2: the same workers, more items
+    assert sorted(seen[0].tolist()) == list(range(24))
+    assert sorted(seen[1].tolist()) == list(range(24)) + sorted((24 + report.indices).tolist())
+
+
+def test_cpu_path_in_append_mode_serves_the_new_rows_in_running_workers():
+    from .conftest import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN()
+    base = _base()
+    ds = pa.ProxyDataset(base, proxies="append", resolution=(8, 8)).enable_cpu_path(mode="black", threshold=0.5)
+    loader = DataLoader(ds, batch_size=6, num_workers=2, persistent_workers=True)
+    list(loader)
+    report = ds.refresh(net, fraction=1.0)
+    got = {int(i): x for xb, _, ib in loader for x, i in zip(xb, ib)}
+    for sample in report.indices.tolist():
+        assert torch.equal(got[sample], base[sample][0])  # originals untouched
+        assert not torch.equal(got[24 + sample], base[sample][0])  # their extra items are proxies

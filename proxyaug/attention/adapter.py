@@ -10,8 +10,9 @@ graph in ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -41,6 +42,28 @@ def adapter_methods() -> Dict[str, type]:
     return found
 
 
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Disable the tqdm bars pytorch-grad-cam creates inside the block (it calls ``tqdm.tqdm(...)``)."""
+    if not enabled:
+        yield
+        return
+    import tqdm
+
+    original = tqdm.tqdm
+
+    class Silent(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    tqdm.tqdm = Silent
+    try:
+        yield
+    finally:
+        tqdm.tqdm = original
+
+
 def adapter_cams(
     model: nn.Module,
     x: torch.Tensor,
@@ -49,10 +72,14 @@ def adapter_cams(
     targets: Optional[torch.Tensor],
     size: Optional[Sequence[int]],
     eigen_smooth: bool = False,
+    progress: bool = True,
 ) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Maps of ``x`` by a pytorch-grad-cam class: float32 ``(B, H, W)`` on ``x``'s device.
 
     Returns the maps (at ``size``, default the input size) and the first layer's resolution.
+    Gradients are enabled for the call (its gradient methods back-propagate, also when the
+    caller is under ``no_grad``); ``progress=False`` silences the tqdm bars some methods
+    (ScoreCAM, AblationCAM) print.
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -62,7 +89,7 @@ def adapter_cams(
     def reshape(t: torch.Tensor) -> torch.Tensor:
         return first.to_nchw(t, image_size)
 
-    with preserved(model):
+    with preserved(model), torch.enable_grad(), _quiet(not progress):
         cam = cam_class(model=model, target_layers=[t.module for t in layers], reshape_transform=reshape)
         try:
             target_list = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets.tolist()]

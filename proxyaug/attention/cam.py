@@ -88,6 +88,11 @@ def default_logits(output: Any) -> torch.Tensor:
         return output["logits"]
     if isinstance(getattr(output, "logits", None), torch.Tensor):
         return output.logits
+    if isinstance(output, Mapping):
+        raise TypeError(
+            f"the model returned a {type(output).__name__} with keys {sorted(map(str, output))}; expected logits "
+            "under the key 'logits'. Pass logits= a function that picks them, e.g. logits=lambda out: out['scores']."
+        )
     raise TypeError(
         f"the model returned a {type(output).__name__}; expected logits (B, num_classes) or a tuple, dict or object "
         "holding them. Pass logits= a function that picks them from the model's output."
@@ -136,6 +141,15 @@ def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     return t.to(logits.device)
 
 
+def check_grad_mode(what: str) -> None:
+    """Gradient-based maps need autograd: refuse inference mode with a message that names it."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{what} needs gradients, which torch.inference_mode() disables for good; call it outside the "
+            "inference_mode block (torch.no_grad() is fine: proxyaug enables what it needs)."
+        )
+
+
 def _record_layers(layers: List[TargetLayer], needs_grad: bool, records: Dict[int, torch.Tensor]):
     """Forward hooks that record each layer's output (see step 1 of the module docstring)."""
     state = {"graph_started": False}
@@ -178,11 +192,13 @@ def compute_cams(
     eigen_smooth: bool = False,
     smooth_sigma: Optional[float] = None,
     size: Optional[Sequence[int]] = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Maps of ``x`` at ``layers``, leaving the model untouched.
 
     The model runs in eval mode (each module's flag restored afterwards), the hooks are removed in
-    every case, no parameter gradient is written and no graph outlives the call.
+    every case, no parameter gradient is written and no graph outlives the call. ``progress=False``
+    silences the progress bars of pytorch-grad-cam's methods.
 
     Returns:
         Float32 maps in [0, 1]: ``(B, h, w)`` at the layer's resolution (the finest one for
@@ -197,11 +213,18 @@ def compute_cams(
     """
     model = unwrap(model)
     image_size = tuple(x.shape[-2:])
+    if cam_class is None and method not in GRADIENT_FREE:
+        check_grad_mode(f"method={method!r}")
     if cam_class is not None:
         if smooth_sigma is not None:
             raise ValueError(f"smooth_sigma={smooth_sigma!r} is supported by the native methods only; got method={method!r}.")
         classes = _class_indices(target, x.shape[0])
-        maps, low = adapter_cams(_WithLogits(model, logits), x, layers, cam_class, classes, size, eigen_smooth)
+        try:
+            maps, low = adapter_cams(_WithLogits(model, logits), x, layers, cam_class, classes, size, eigen_smooth, progress)
+        except RuntimeError as err:  # pytorch-grad-cam's gradient methods under inference mode
+            if torch.is_inference_mode_enabled():
+                check_grad_mode(f"method={method!r}")
+            raise err
         if size is None:
             maps = normalize_maps(nn.functional.adaptive_avg_pool2d(maps[:, None], low)[:, 0])
         return maps
@@ -316,3 +339,45 @@ def attention_maps(
         model, x, layers, name, target, cam_class=cam_class, logits=logits,
         eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma, size=size,
     )
+
+
+def map_resolution(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: Any = "gradcam++",
+    layer: LayerSpec = None,
+    *,
+    reshape: Optional[Reshape] = None,
+    logits: Optional[LogitsFn] = None,
+) -> Tuple[int, int]:
+    """The ``(h, w)`` of the maps ``method`` gives for inputs like ``x``: what a bank must store.
+
+    Computes the maps of one image (the first of ``x``) exactly as a refresh would, so the answer
+    holds for several layers and for the adapter's methods too. Use it to size a
+    [`MaskBank`][proxyaug.MaskBank] before training, e.g. for the CPU path, whose shared-memory bank
+    cannot change its resolution later.
+
+    Args:
+        model: the classifier; left as found.
+        x: an image ``(C, H, W)`` or a batch ``(B, C, H, W)``, as the model sees it (preprocessed),
+            on the model's device.
+        method: as in [`attention_maps()`][proxyaug.attention_maps].
+        layer: as in [`attention_maps()`][proxyaug.attention_maps].
+        reshape: as in [`attention_maps()`][proxyaug.attention_maps].
+        logits: as in [`attention_maps()`][proxyaug.attention_maps].
+
+    Returns:
+        ``(h, w)``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                     nn.Flatten(), nn.Linear(4, 2))
+        >>> map_resolution(net, torch.rand(3, 32, 32))
+        (8, 8)
+    """
+    if isinstance(x, torch.Tensor) and x.ndim == 3:
+        x = x.unsqueeze(0)
+    check_images("x", x)
+    maps = attention_maps(model, x[:1], method, layer, reshape=reshape, logits=logits)
+    h, w = maps.shape[-2:]
+    return int(h), int(w)

@@ -5,7 +5,8 @@ Install with ``pip install proxyaug[lightning]``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Union
+import inspect
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -15,7 +16,7 @@ except ImportError:  # pragma: no cover - the standalone package
     from pytorch_lightning import Callback
 
 from ..dataset import ProxyDataset
-from ..refresh import RefreshReport
+from ..refresh import RefreshReport, refresh
 from ..schedule import PlateauSchedule, ProxySchedule
 from ..transform import ProxyTransform
 
@@ -23,11 +24,18 @@ __all__ = ["ProxyAttention"]
 
 
 class ProxyAttention(Callback):
-    """Proxy Attention as a Lightning callback: nothing changes in your LightningModule.
+    """Proxy Attention as a Lightning callback.
+
+    Your LightningModule changes in one line: its ``training_step`` receives the ``(x, y, idx)``
+    batches that a [`ProxyDataset`][proxyaug.ProxyDataset] yields, so it unpacks
+    ``x, y, _ = batch`` (or ``x, y = batch[:2]``). To let refreshes scan only the images the model
+    got wrong in training, also return the logits: ``return {"loss": loss, "logits": logits}``.
 
     - **Every training batch**, after Lightning moved it to the device, its images are replaced in
-      place with the stored maps (``batch[0]`` images, ``batch[2]`` dataset indices: the
-      ``(x, y, idx)`` that a [`ProxyDataset`][proxyaug.ProxyDataset] yields).
+      place with the stored maps (``batch[0]`` images, ``batch[2]`` bank rows).
+    - **After every training batch**, when ``training_step`` returned a dict with ``"logits"``,
+      [`observe()`][proxyaug.ProxyDataset.observe] records the batch's mistakes (on the device,
+      no host sync), and the next refresh scans only those instead of the whole dataset.
     - **At the end of each training epoch** (after validation), the schedule decides whether to
       [`refresh()`][proxyaug.refresh.refresh] the maps with the LightningModule as the model.
     - **Checkpoints** carry the bank, the refresh count, the observations and the schedule's state
@@ -40,11 +48,15 @@ class ProxyAttention(Callback):
         threshold: as in [`ProxyTransform`][proxyaug.ProxyTransform].
         weight: as in [`ProxyTransform`][proxyaug.ProxyTransform].
         p: as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        blur_sigma: as in [`ProxyTransform`][proxyaug.ProxyTransform].
+        observe: ``None`` observes whenever ``training_step`` returns ``{"logits": ...}``;
+            ``True`` requires it (an error names what to return); ``False`` never observes.
         preprocess: what the LightningModule does to images before its layers (normalisation),
             for the refresh; ``None`` if ``forward`` does it itself.
         monitor: the logged metric an on-plateau schedule watches (e.g. ``"val_acc"``).
         **refresh_kwargs: passed to [`refresh()`][proxyaug.refresh.refresh] (``method``,
-            ``fraction``, ``select``, ``batch_size``, ...).
+            ``fraction``, ``select``, ``batch_size``, ...); checked against its signature now,
+            not at the first refresh.
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -63,6 +75,8 @@ class ProxyAttention(Callback):
         threshold: float = 0.85,
         weight: float = 0.1,
         p: float = 1.0,
+        blur_sigma: Optional[float] = None,
+        observe: Optional[bool] = None,
         preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         monitor: Optional[str] = None,
         **refresh_kwargs: Any,
@@ -70,12 +84,22 @@ class ProxyAttention(Callback):
         super().__init__()
         if not isinstance(dataset, ProxyDataset):
             raise TypeError(f"dataset must be a proxyaug.ProxyDataset; got {type(dataset).__name__}.")
+        accepted = set(inspect.signature(refresh).parameters) - {"model", "ds", "preprocess", "progress"}
+        unknown = sorted(set(refresh_kwargs) - accepted)
+        if unknown:
+            raise TypeError(
+                f"ProxyAttention got {unknown}, which refresh() does not take; expected ProxyTransform settings "
+                f"(mode, threshold, weight, p, blur_sigma) or refresh() arguments: {', '.join(sorted(accepted))}."
+            )
+        if observe not in (None, True, False):
+            raise ValueError(f"observe={observe!r} is not valid; expected None, True or False.")
         self.dataset = dataset
         self.schedule = schedule if isinstance(schedule, ProxySchedule) else ProxySchedule.parse(schedule)
         if isinstance(self.schedule, PlateauSchedule) and not monitor:
             raise ValueError("an on_plateau schedule needs monitor= the name of a logged metric, e.g. 'val_acc'.")
-        self.proxy = ProxyTransform(dataset.bank, mode=mode, threshold=threshold, weight=weight, p=p)
+        self.proxy = ProxyTransform(dataset.bank, mode=mode, threshold=threshold, weight=weight, p=p, blur_sigma=blur_sigma)
         self.preprocess, self.monitor, self.refresh_kwargs = preprocess, monitor, refresh_kwargs
+        self.observe = observe
         self.reports: List[RefreshReport] = []
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -86,6 +110,20 @@ class ProxyAttention(Callback):
             raise TypeError("ProxyAttention expects batches (x, y, idx) from a proxyaug.ProxyDataset loader.")
         x, idx = batch[0], batch[2]
         x.copy_(self.proxy(x, idx))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.observe is False:
+            return
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if logits is None:
+            if self.observe:
+                got = f"a dict with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else type(outputs).__name__
+                raise ValueError(
+                    f"observe=True needs training_step to return the logits, e.g. return {{'loss': loss, 'logits': logits}}; "
+                    f"it returned {got}."
+                )
+            return
+        self.dataset.observe(batch[2], logits, batch[1])
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         metric = None

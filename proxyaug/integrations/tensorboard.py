@@ -49,10 +49,12 @@ def log_refresh(
         writer.add_scalar(f"{tag}/{name}", float(getattr(report, name)), step)
     if dataset is None or not report.written:
         return
-    idx = report.indices[:images]
+    samples = report.indices[:images]  # sample indices: the images
+    rows = dataset.rows(samples)  # bank rows: their maps (they differ with proxies="append")
     bank = dataset.bank
-    x = torch.stack([dataset._canonical(int(i))[0] for i in idx]).to(bank.device)
-    maps, _ = bank.get(idx)
+    x = torch.stack([dataset.dataset[int(i)][0] for i in samples]).to(bank.device)
+    maps, _ = bank.get(rows)
     transform = proxy if proxy is not None else ProxyTransform(bank)
-    proxied = transform(x, idx, params={"apply": torch.ones(len(idx), dtype=torch.bool, device=x.device)})
-    writer.add_image(f"{tag}/original_map_proxy", proxy_grid(x.float(), maps, proxied.float()), step)
+    proxied = transform(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=x.device)})
+    scale = 1.0 if x.is_floating_point() else 255.0  # uint8 datasets
+    writer.add_image(f"{tag}/original_map_proxy", proxy_grid(x.float() / scale, maps, proxied.float() / scale), step)
