@@ -34,8 +34,9 @@ Arm kinds (``kind`` in a config's ``[[arms]]`` table):
 
 Output (``--out``): ``runs.csv`` (one row per run), ``runs.jsonl`` (the same plus curves and
 refreshes), ``summary.json``, ``report.md``, ``accuracy-*.png``, ``bars.png``, ``differences.png`` and proxy grids per
-refresh under ``grids/``. Finished runs are skipped when the command is run again with the same
-settings, and an interrupted run resumes from its last epoch checkpoint (``checkpoints/``).
+refresh under ``grids/`` (original | map | proxy, the replaced region outlined in cyan with its area).
+Finished runs are skipped when the command is run again with the same settings, and an
+interrupted run resumes from its last epoch checkpoint (``checkpoints/``).
 
 Run ``python -m benchmarks.train --preset demo`` (``--help`` for options; presets and the
 config format are in ``benchmarks/configs/``).
@@ -521,8 +522,11 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
                     x0, maps, out = control.pictures(rows)
                     scale = max(1, 96 // max(h, w))
                     up = lambda t: nn.functional.interpolate(t, scale_factor=scale, mode="nearest")  # noqa: E731
+                    # maps at the image size, scaled as the images are: the outline is exactly the replaced pixels
+                    full = up(control._full(maps).unsqueeze(1))[:, 0]
+                    titles = ("original", "map", "proxy") if kind == "proxy" else ("original", "moved map", "random mask")
                     path = os.path.join(grid_dir, _slug(f"{data.name}-{model_name}-{arm['name']}-seed{seed}-refresh{round_}") + ".png")
-                    pa.viz.save_proxy_grid(path, up(x0), maps, up(out))
+                    pa.viz.save_proxy_grid(path, up(x0), full, up(out), outline=arm["threshold"], titles=titles)
             elif kind == "thesis-protocol":
                 train_idx, val_idx = _thesis_split(data.pool_labels, study.val_fraction, seed, round_, fixed)
                 ds = make_dataset(train_idx)
@@ -825,21 +829,27 @@ def plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any], stud
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     refresh_epochs = pa.ProxySchedule.parse(study.schedule).refresh_epochs
     for group, g in summary.items():
         dname, mname = group.split(" / ")
         fig, ax = plt.subplots(figsize=(7, 4.2))
+        means = []
         for a in g["arms"]:
             curves = torch.tensor([r["test_acc_curve"] for r in records if (r["dataset"], r["model"], r["arm"]) == (dname, mname, a)]) * 100
             epochs = torch.arange(1, curves.shape[1] + 1)
-            ax.plot(epochs, curves.mean(0), label=a, lw=1.4)
+            means.append(curves.mean(0))
+            ax.plot(epochs, means[-1], label=a, lw=1.4)
         for e in refresh_epochs:
             ax.axvline(e + 1, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="epoch (dotted: refresh / re-split after it)", ylabel="test accuracy (%), mean over seeds", title=f"{dname}, {mname}")
-        lo = min(float(torch.tensor([r["test_acc_curve"][-1] for r in records if (r["dataset"], r["model"]) == (dname, mname)]).min()) * 100 - 10, 90)
-        ax.set_ylim(max(0.0, lo), 100)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = torch.cat(means)  # every epoch of every curve is shown, the first ones included
+        lo, hi = float(values.min()), float(values.max())
+        pad = max(1.0, 0.05 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         path = os.path.join(out, _slug(f"accuracy-{dname}-{mname}") + ".png")

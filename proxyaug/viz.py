@@ -158,6 +158,8 @@ def proxy_grid(
             patch = grid[:, y : y + bh, x : x + bw]
             grid[:, y : y + bh, x : x + bw] = patch * 0.35 * (1 - cover) + cover  # white on a darkened box
     size = max(8, min(16, w // 6))
+    while size > 8 and max(_text_size(t, size)[1] for t in titles) > w - 4:  # fit the widest title
+        size -= 1
     band_h = _text_size("Ag", size)[0] + 6
     band = torch.ones(3, band_h, grid.shape[2])
     for c, title in enumerate(titles):

@@ -257,3 +257,42 @@ def test_a_checkpoint_resumes_on_another_device(tmp_path, arm_name):
     for key in ("rng", "sampler_gen"):
         assert state[key].device.type == "cpu" and state[key].dtype == torch.uint8
     assert state["arm"]["gen"].device.type == "cpu"
+
+
+def test_the_accuracy_plot_shows_every_epoch_of_every_curve(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    def record(arm, kind, seed, curve):
+        return {"dataset": "digits", "model": "cnn", "arm": arm, "kind": kind, "seed": seed, "test_acc": curve[-1],
+                "val_acc": curve[-1], "wall_s": 1.0, "masked_area_mean": 0.0, "maps_final": 0, "settings": {},
+                "test_acc_curve": curve, "rounds": []}
+
+    records = [record("baseline", "none", s, [0.08 + s / 100, 0.4, 0.9, 0.96, 0.97]) for s in (0, 1)]
+    records += [record("proxy", "proxy", s, [0.12, 0.5, 0.93, 0.97, 0.985 + s / 100]) for s in (0, 1)]
+    study = train.Study(schedule="1,p,1,p,1")
+    limits = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        limits[str(path)] = fig.axes[0].get_ylim()
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    train.plots(str(tmp_path), records, train.summarize(records), study)
+    (lo, hi), = [v for k, v in limits.items() if "accuracy-" in k]
+    assert lo <= 8.5 and hi >= 99.0  # the lowest mean (epoch 1 of the baseline) and the highest are inside
+    assert lo >= 0 and hi <= 100
+
+
+def test_proxy_grids_title_the_columns_and_outline_the_replaced_region(tiny):
+    from PIL import Image
+
+    out, _, _ = tiny
+    for arm in ("proxy", "random-mask"):
+        with Image.open(out / "grids" / f"shortcut-digits-cnn-{arm}-seed0-refresh1.png") as im:
+            pixels = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8).view(im.size[1], im.size[0], 3)
+        h, w, _ = pixels.shape
+        assert w == 3 * (96 + 2) + 2 and (h - 2) % (96 + 2) != 0  # 16 px digits scaled to 96 px, a title band above
+        assert pixels[0].eq(255).all()  # the band is white
+        proxy_column = pixels[:, 2 + 2 * 98 : 2 + 2 * 98 + 96]
+        assert (proxy_column == torch.tensor([0, 255, 255], dtype=torch.uint8)).all(-1).any(), arm  # the cyan outline
