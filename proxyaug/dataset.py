@@ -57,7 +57,15 @@ class ProxyDataset(Dataset):
     in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh.refresh] a ``preprocess`` that converts it, as
     your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
-    [`ProxyTransform`][proxyaug.ProxyTransform].
+    [`ProxyTransform`][proxyaug.ProxyTransform]. Item 0 is checked when the dataset is built
+    (its form, and float values in [0, 1]: not normalised yet, not 0..255), so a malformed
+    dataset fails here rather than an epoch later inside a DataLoader worker.
+
+    Each item's ``idx`` is a *bank row*: where its map lives, what
+    [`ProxyTransform`][proxyaug.ProxyTransform] and [`observe()`][proxyaug.ProxyDataset.observe]
+    take. A *sample index* names an item of the wrapped dataset; [`refresh()`][proxyaug.refresh.refresh]
+    and its report speak in sample indices, and [`rows()`][proxyaug.ProxyDataset.rows] converts.
+    The two are equal unless ``proxies="append"``.
 
     With ``proxies="append"`` the originals stay untouched and every sample that has a map
     appears a second time, as its proxy image (the thesis' other option: proxy images as extra
@@ -69,15 +77,19 @@ class ProxyDataset(Dataset):
     extra items into proxies and your loop does not change. The length changes at each refresh:
     samplers that read ``len`` per epoch (``RandomSampler``, ``DistributedSampler``) follow;
     give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch constant.
-    DataLoader workers see a refresh when they start (not with ``persistent_workers=True``).
+    The list of extra items lives in shared memory, so running DataLoader workers, persistent
+    ones included, serve the items a refresh adds.
 
     Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
-    is left out of the pickle, since workers never need it and must not hold CUDA tensors.
+    is left out of the pickle, since workers never need it and must not hold CUDA tensors, and a
+    CPU bank that is not shared travels as a copy (a ``spawn`` worker's pickler would otherwise
+    move it into shared memory). Save state with [`state_dict()`][proxyaug.ProxyDataset.state_dict].
 
     Args:
         dataset: the base dataset, ``dataset[i] -> (image tensor (C, H, W), label)``.
-        bank: an existing bank of ``len(dataset)`` samples; a new one is made when ``None``.
+        bank: an existing bank of ``len(dataset)`` rows (``2 * len(dataset)`` with
+            ``proxies="append"``); a new one is made when ``None``.
         resolution: map resolution of a new bank; ``None`` takes the target layer's.
         device: where a new bank lives (the device your batches are on, e.g. ``"cuda"``).
         dtype: storage dtype of a new bank's maps.

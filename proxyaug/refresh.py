@@ -191,20 +191,27 @@ def refresh(
     """Recompute attention maps for a fraction of the training images the model gets wrong.
 
     1. **Scan**: predict the candidate images in eval mode under ``no_grad``, in batches. The
-       candidates are ``indices`` if given, else the indices that [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]
-       recorded as wrong since the last refresh, else the whole dataset.
+       candidates are ``indices`` if given, else the samples that [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]
+       recorded as wrong since the last refresh, else the whole dataset. Refreshing given ``indices``
+       uses up only their observations; the others wait for the next refresh.
     2. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
        (``select="wrong"``); other policies (``"loss"``, ``"margin"``, ``"entropy"``, ``"random"``)
        choose as many images by their own rule, see [`proxyaug.selection`][proxyaug.selection].
     3. **Attention**: native batched maps (``method``) at ``layer`` for the chosen images, for the
        predicted class (``target="pred"``, the thesis' choice) or the label.
-    4. **Commit**: the new maps go into ``ds.bank`` in one step; other samples keep their earlier
-       maps unless ``reset``.
+    4. **Commit**: the new maps go into ``ds.bank`` in one step (at the samples' bank rows, see
+       [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]); other samples keep their earlier maps
+       unless ``reset``, which drops them even when no new map is written.
+
+    Float images are checked to lie in [0, 1] (each scanned batch, compared once after the scan),
+    the model must be usable with gradients (not under ``torch.inference_mode()``), and the report
+    names the maps' resolution, with a warning when they are 2x2 or coarser.
 
     Under an initialised ``torch.distributed`` process group every rank calls ``refresh`` at the
     same point; each scans and maps every ``world_size``-th candidate, the results are all-reduced,
     and every rank ends with the same bank (see [`proxyaug.distributed`][proxyaug.distributed]).
-    Mistakes that ``observe`` recorded on any rank are scanned.
+    Mistakes that ``observe`` recorded on any rank are scanned. A refresh that fails on one rank
+    fails on every rank (each raises; none waits in a collective), leaving every bank as it was.
 
     Args:
         model: the classifier being trained; left exactly as found (DDP, DataParallel and
@@ -220,12 +227,13 @@ def refresh(
         batch_size: images per forward pass.
         seed: seed of the random subset; ``None`` uses the number of refreshes ``ds`` has done,
             so each round is reproducible and rounds differ.
-        indices: restrict the scan to these dataset indices.
-        reset: drop the maps of samples not chosen this time.
+        indices: restrict the scan to these sample indices (of the wrapped dataset, not bank rows).
+        reset: drop the maps of samples not chosen this time (all of them when none is).
         num_workers: DataLoader workers used to read images.
         device: where to run the model: the device of its parameters (the default); another one
             is refused (move the model first).
         progress: show a tqdm progress bar; ``None`` shows one for scans of 20 batches or more.
+            Without one, pytorch-grad-cam's own bars (ScoreCAM, AblationCAM) are silenced too.
         reshape: as in [`attention_maps()`][proxyaug.attention_maps].
         logits: as in [`attention_maps()`][proxyaug.attention_maps].
         eigen_smooth: as in [`attention_maps()`][proxyaug.attention_maps].

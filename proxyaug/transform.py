@@ -17,7 +17,7 @@ __all__ = ["ProxyTransform"]
 class ProxyTransform(nn.Module):
     r"""Apply Proxy Attention to a batch: replace the pixels each sample's stored map marks.
 
-    For every sample ``i`` of the batch it looks up ``bank`` at ``idx[i]``; samples with a map
+    For every sample ``i`` of the batch it looks up ``bank`` at row ``idx[i]``; samples with a map
     are transformed by [`proxyaug.functional.replace()`][proxyaug.functional.replace] with probability ``p``, samples with
     no map pass through untouched. It runs on the batch's device (the bank's) with torch and
     Kornia ops, so put it after the batch reaches the GPU and before random augmentation and
@@ -38,7 +38,7 @@ class ProxyTransform(nn.Module):
 
     Shape:
         - x: `(B, C, H, W)`, floating point or uint8, on the bank's device
-        - idx: `(B,)` integer dataset indices (on any device)
+        - idx: `(B,)` integer bank rows: the ``idx`` the dataset's items carry (on any device)
         - output: `(B, C, H, W)`
 
     Examples:
@@ -88,7 +88,7 @@ class ProxyTransform(nn.Module):
 
         Args:
             x: images ``(B, C, H, W)`` on the bank's device.
-            idx: the dataset indices of the samples, ``(B,)``.
+            idx: the bank rows of the samples, ``(B,)``: the ``idx`` that [`ProxyDataset`][proxyaug.ProxyDataset] items carry.
             params: replayed output of [`forward_parameters()`][proxyaug.ProxyTransform.forward_parameters]; drawn afresh when ``None``.
 
         Returns:
