@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Open the built site in headless Chromium and take screenshots of the home page and the API
-# reference (make screenshots). Needs Debian's chromium package: apt-get install chromium.
+# Open the built site in headless Chromium and take screenshots of the home page, the API
+# reference, the getting-started page (code blocks wrap) and the errors table (no word is cut)
+# (make screenshots). Needs Debian's chromium package: apt-get install chromium.
 set -euo pipefail
 site=${1:-site}
 out=${2:-site-screenshots}
@@ -19,3 +20,4 @@ shoot() {  # page, file, height
 shoot index.html home.png 1400
 shoot api/index.html api.png 2200
 shoot getting-started/index.html getting-started.png 1600
+shoot errors/index.html errors.png 2000
