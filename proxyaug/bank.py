@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ._checks import check_index, describe
+from ._device import to_device
 
 __all__ = ["MaskBank"]
 
@@ -117,7 +118,7 @@ class MaskBank(nn.Module):
 
     def _lookup(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """[`get()`][proxyaug.MaskBank.get] for indices already validated (the per-batch path)."""
-        idx = idx.to(self.device, non_blocking=True)
+        idx = to_device(idx, self.device)  # a pageable CPU idx is pinned first: no stream sync on CUDA
         return self.maps.index_select(0, idx).float(), self.present.index_select(0, idx)
 
     def put(self, idx: Any, maps: torch.Tensor, *, clear_others: bool = False) -> None:

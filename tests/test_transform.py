@@ -97,3 +97,24 @@ def test_first_float_batch_is_range_checked_once(bank):
     unchecked = ProxyTransform(bank, check_range=False)
     unchecked(torch.rand(2, 3, 8, 8) * 255, torch.tensor([0, 1]))
     ProxyTransform(bank)(torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_per_batch_path_does_not_synchronise_on_cuda():
+    import proxyaug as pa
+
+    bank = MaskBank(8, resolution=(4, 4), device="cuda")
+    bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4))
+    ds = pa.ProxyDataset(torch.utils.data.TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)), bank)
+    proxy = ProxyTransform(bank, p=0.5, check_range=False)
+    x = torch.rand(4, 3, 8, 8, device="cuda")
+    idx, labels = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1])  # CPU, pageable, as a loader yields them
+    proxy(x, idx)  # warm-up: first-use allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        proxy(x, idx)
+        ds.observe(idx, torch.rand(4, 2, device="cuda"), labels)
+        bank.get(idx)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
