@@ -75,6 +75,41 @@ class _Segmenter(nn.Module):
         return self.conv(x)
 
 
+def _scores_model() -> nn.Module:
+    class Scores(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _cnn()
+
+        def forward(self, x):
+            return {"scores": self.net(x)}
+
+    return Scores()
+
+
+def _in_inference_mode():
+    with torch.inference_mode():
+        return _ds().refresh(_cnn())
+
+
+def _uint8_normalize_only():
+    from torchvision.transforms import v2
+
+    ds = pa.ProxyDataset(Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
+    return ds.refresh(_cnn(), preprocess=v2.Normalize([0.5] * 3, [0.5] * 3))
+
+
+def _scan_of_0_255():
+    g = torch.Generator().manual_seed(0)
+    return pa.ProxyDataset(Items([(torch.rand(3, 8, 8, generator=g) * (255 if i else 1), 0) for i in range(4)])).refresh(_cnn())
+
+
+def _lightning_unknown_argument():
+    from proxyaug.integrations.lightning import ProxyAttention
+
+    return ProxyAttention(_ds(), "1,p", blur=2.0)
+
+
 class _SetOut(_Segmenter):
     def forward(self, x):
         return {self.conv(x).mean()}
@@ -98,6 +133,8 @@ CASES: List[Case] = [
     Case("images", "batch not (B, C, H, W)", lambda: _proxy()(torch.rand(3, 8, 8), torch.tensor([0, 1, 2])), ValueError, r"x must have shape \(B, C, H, W\); got shape \(3, 8, 8\)"),
     Case("images", "batch not a tensor", lambda: _proxy()([[0.0]], torch.tensor([0])), TypeError, r"x must be a tensor of shape \(B, C, H, W\); got a list"),
     Case("images", "integer batch other than uint8", lambda: _proxy()(torch.zeros(2, 3, 8, 8, dtype=torch.int32), torch.tensor([0, 1])), TypeError, r"uint8 tensor in \[0, 255\]; got dtype torch.int32"),
+    Case("images", "normalised batch at the transform's first call", lambda: _proxy()(_x() * 4 - 2, torch.tensor([0, 1])), ValueError, r"the values of x lie in \[.*\]; expected float images in \[0, 1\]\. They look normalised"),
+    Case("images", "scanned images in 0..255", _scan_of_0_255, ValueError, r"the values of the scanned images lie in \[.*, 25\d.*\]; expected float images in \[0, 1\]\. They look like 0\.\.255"),
     # indices
     Case("indices", "idx of the wrong length", lambda: _proxy()(_x(), torch.tensor([0, 1, 2])), ValueError, r"idx has 3 entries but the batch has 2 samples"),
     Case("indices", "idx of a float dtype", lambda: _proxy()(_x(), torch.tensor([0.0, 1.0])), TypeError, r"idx must hold integer sample indices; got dtype torch.float32"),
@@ -108,6 +145,9 @@ CASES: List[Case] = [
     # bank
     Case("bank", "bank of size zero", lambda: pa.MaskBank(0), ValueError, r"num_samples=0 is not valid; expected a positive integer"),
     Case("bank", "load_state_dict of another size", lambda: pa.MaskBank(5).load_state_dict(_bank().state_dict()), ValueError, r"state_dict is of a bank of 6 samples but this bank has 5"),
+    Case("bank", "load_state_dict of another resolution into shared memory", lambda: _bank().share_memory().load_state_dict(pa.MaskBank(6, resolution=(3, 3)).state_dict()), ValueError, r"state_dict holds maps of resolution \(3, 3\) but this bank stores \(2, 2\) in shared memory"),
+    Case("bank", "load_state_dict with assign=True into shared memory", lambda: _bank().share_memory().load_state_dict(_bank().state_dict(), assign=True), ValueError, r"assign=True would replace the bank's tensors, but this bank is in shared memory"),
+    Case("bank", "load_state_dict of a malformed state", lambda: _bank().load_state_dict({"maps": torch.zeros(6, 4), "present": torch.zeros(6, dtype=torch.bool)}), ValueError, r"state_dict holds maps \(6, 4\) and present \(6,\); expected \(N, h, w\) and \(N,\)"),
     Case("bank", "maps with NaN or inf", lambda: _bank().put(torch.tensor([0]), torch.full((1, 2, 2), float("nan"))), ValueError, r"maps contain NaN or inf; expected finite values in \[0, 1\]"),
     Case("bank", "maps outside [0, 1]", lambda: _bank().put(torch.tensor([0]), torch.full((1, 2, 2), 3.0)), ValueError, r"maps hold values in \[3, 3\]; expected \[0, 1\]"),
     Case("bank", "maps of another resolution", lambda: _bank().put(torch.tensor([0]), torch.rand(1, 3, 3)), ValueError, r"maps have resolution \(3, 3\) but the bank stores \(2, 2\)"),
@@ -118,6 +158,14 @@ CASES: List[Case] = [
     Case("dataset", "item is a bare tensor (no label)", lambda: pa.ProxyDataset(Items([torch.rand(3, 4, 4)]))[0], TypeError, r"dataset\[0\] returned a tensor of shape \(3, 4, 4\)"),
     Case("dataset", "item is a dict", lambda: pa.ProxyDataset(Items([{"image": torch.rand(3, 4, 4), "label": 0}]))[0], TypeError, r"returned a dict with keys \['image', 'label'\]"),
     Case("dataset", "label is not a class index", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0.5)]))[0], TypeError, r"label that is a float; expected an integer class index"),
+    Case("dataset", "item 0 normalised already", lambda: pa.ProxyDataset(Items([(torch.full((3, 4, 4), -1.5), 0)])), ValueError, r"the values of dataset\[0\] lie in \[-1.5, -1.5\]; expected float images in \[0, 1\]\. They look normalised"),
+    Case("dataset", "item 0 in 0..255", lambda: pa.ProxyDataset(Items([(torch.full((3, 4, 4), 200.0), 0)])), ValueError, r"the values of dataset\[0\] lie in \[200, 200\]; expected float images in \[0, 1\]\. They look like 0\.\.255"),
+    Case("dataset", "item 0 a triple", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0, "path")])), TypeError, r"dataset\[0\] returned a tuple of 3 items; expected \(image tensor \(C, H, W\), label\)"),
+    Case("dataset", "uint8 images, preprocess without ToDtype", _uint8_normalize_only, TypeError, r"preprocess failed on the dataset's torch.uint8 images .*v2.ToDtype\(torch.float32, scale=True\)"),
+    Case("dataset", "CPU path at a resolution the model does not give", lambda: pa.ProxyDataset(_ds().dataset, resolution=(2, 2)).enable_cpu_path(model=_cnn()), ValueError, r"the bank stores maps at \(2, 2\) but the model's target layer gives \(8, 8\) on item 0"),
+    Case("dataset", "refresh on another device than the model", lambda: _ds().refresh(_cnn(), device="meta"), ValueError, r"device='meta' but the model's parameters are on cpu"),
+    Case("dataset", "refresh under torch.inference_mode()", _in_inference_mode, RuntimeError, r"refresh\(method='gradcam\+\+'\) needs gradients, which torch.inference_mode\(\) disables"),
+    Case("dataset", "Lightning callback with an argument refresh() does not take", _lightning_unknown_argument, TypeError, r"ProxyAttention got \['blur'\], which refresh\(\) does not take"),
     Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
     Case("dataset", "dataset changed length", _changed_length, RuntimeError, r"the dataset has 5 samples but its bank was made for 4"),
     Case("dataset", "empty dataset", lambda: pa.ProxyDataset(Items([])), ValueError, r"dataset is empty"),
@@ -132,6 +180,7 @@ CASES: List[Case] = [
     Case("model", "model output is not logits", lambda: pa.attention_maps(_Segmenter(), _x(), layer="conv"), ValueError, r"the model returned \(2, 3, 8, 8\); expected logits of shape \(B, num_classes\)"),
     Case("model", "layer list empty", lambda: pa.attention_maps(_cnn(), _x(), layer=[]), ValueError, r"layer=\[\] is empty"),
     Case("model", "reshape not callable", lambda: pa.attention_maps(_cnn(), _x(), reshape=3), TypeError, r"reshape must be a callable"),
+    Case("model", "output is a dict without 'logits'", lambda: pa.attention_maps(_scores_model(), _x()), TypeError, r"the model returned a dict with keys \['scores'\]; expected logits under the key 'logits'"),
     Case("model", "output holds no logits", lambda: pa.attention_maps(_SetOut(), _x(), layer="conv"), TypeError, r"the model returned a set; expected logits.*Pass logits="),
     Case("model", "smooth_sigma not positive", lambda: pa.attention_maps(_cnn(), _x(), smooth_sigma=-1.0), ValueError, r"smooth_sigma=-1.0 is not valid"),
     Case("model", "method given as a class that is not a CAM", lambda: pa.attention_maps(_cnn(), _x(), method=nn.Conv2d), TypeError, r"method=Conv2d is not a pytorch-grad-cam CAM class"),
@@ -143,6 +192,8 @@ CASES: List[Case] = [
     Case("schedule", "every(0)", lambda: pa.ProxySchedule.every(0), ValueError, r"n=0 is not valid; expected a positive integer"),
     Case("schedule", "negative epoch", lambda: pa.ProxySchedule.parse("2,p").should_refresh(-1), ValueError, r"epoch=-1 is not valid"),
     Case("schedule", "on_plateau without a metric", lambda: pa.ProxySchedule.on_plateau().should_refresh(0), ValueError, r"metric=None is not valid; an on_plateau schedule needs a finite number"),
+    Case("schedule", "on_plateau with an infinite metric", lambda: pa.ProxySchedule.on_plateau().should_refresh(0, metric=float("inf")), ValueError, r"metric=inf is not valid; an on_plateau schedule needs a finite number"),
+    Case("schedule", "on_plateau with a metric tensor of several values", lambda: pa.ProxySchedule.on_plateau().should_refresh(0, metric=torch.tensor([0.5, 0.6])), ValueError, r"metric=tensor\(\[0.5000, 0.6000\]\) is not valid; an on_plateau schedule needs a finite number each epoch \(a float, a 0-d tensor or a numpy scalar\)"),
 ]
 
 
