@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 import proxyaug as pa
 from proxyaug import functional as PF
-from proxyaug.attention._state import eval_mode
+from proxyaug.attention import eval_mode
 
 from .data import Data, load_data, split_fingerprint, split_pool
 from .env import environment
@@ -382,7 +382,7 @@ class Arm:
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Originals, maps and what this arm made of them, for rows that have a map."""
         device = self.ds.bank.device
-        base = rows % self.ds._n
+        base = rows % len(self.ds.dataset)
         x = torch.stack([self.ds.dataset[int(i)][0] for i in base]).to(device)
         maps, _ = self.ds.bank.get(rows)
         if self.kind == "random-mask":

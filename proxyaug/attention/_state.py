@@ -14,6 +14,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
     ``model.train(flag)`` would set one flag for the whole tree; users freeze parts of a model by
     putting only those in eval mode (frozen BatchNorm), so each flag is saved and restored.
+
+    Examples:
+        >>> net = nn.Sequential(nn.BatchNorm2d(2), nn.Dropout())
+        >>> _ = net[0].eval()  # a frozen BatchNorm in a model that trains
+        >>> with eval_mode(net):
+        ...     net[1].training
+        False
+        >>> net.training, net[0].training, net[1].training
+        (True, False, True)
     """
     flags = [(m, m.training) for m in model.modules()]
     try:
@@ -30,6 +39,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     Hooks go on the inner module's layers and the forward runs on it directly: a compiled graph
     does not call Python hooks reliably, and a DDP forward may broadcast buffers (a collective)
     that a refresh on one rank's share must not trigger.
+
+    Examples:
+        >>> net = nn.Linear(2, 2)
+        >>> unwrap(nn.DataParallel(net)) is net
+        True
     """
     seen = set()
     while id(model) not in seen:
@@ -46,6 +60,14 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode, and every parameter's ``.grad`` and ``requires_grad`` restored afterwards.
 
     For code that is not ours (pytorch-grad-cam calls ``model.zero_grad()`` and ``backward()``).
+
+    Examples:
+        >>> import torch
+        >>> net = nn.Linear(2, 1)
+        >>> with preserved(net):
+        ...     net(torch.ones(1, 2)).sum().backward()
+        >>> net.weight.grad is None, net.training
+        (True, True)
     """
     params = list(model.parameters())
     grads = [p.grad for p in params]
