@@ -1,7 +1,9 @@
 """Validation helpers used where user data enters the package.
 
 Each raises with a message that names the argument, the value received and what was expected.
-They read only tensor metadata (shape, dtype, device), never values, so they cost no device sync.
+Most read only tensor metadata (shape, dtype, device), never values, so they cost no device sync
+and keep a compiled caller in one graph; the few that read values on the host (index bounds, image
+range) say so, and the per-batch path calls them only when ``validate_args`` allows it.
 """
 
 from __future__ import annotations
@@ -60,12 +62,11 @@ def check_images(name: str, x: Any, *, allow_uint8: bool = False) -> torch.Tenso
     return x
 
 
-def check_index(name: str, idx: Any, *, size: int, length: Optional[int] = None) -> torch.Tensor:
-    """``idx`` must be a 1-D integer tensor (or sequence of ints) in [0, size), of ``length`` entries if given.
+def as_index(name: str, idx: Any, *, length: Optional[int] = None) -> torch.Tensor:
+    """``idx`` as a 1-D int64 tensor (of ``length`` entries if given), from its metadata alone.
 
-    The range is checked on the host only when ``idx`` already lives there (as DataLoader batches
-    do); an index tensor on an accelerator is bounds-checked by the indexing kernel itself, so that
-    this check never forces a device sync.
+    What ``check_index`` checks before the range: conversion, dtype, dimensions, length. It
+    reads no value, so it costs no host sync and a compiled caller keeps one graph.
     """
     if not isinstance(idx, torch.Tensor):
         try:
@@ -78,12 +79,32 @@ def check_index(name: str, idx: Any, *, size: int, length: Optional[int] = None)
         raise ValueError(f"{name} must be 1-D with one index per sample; got shape {tuple(idx.shape)}.")
     if length is not None and idx.numel() != length:
         raise ValueError(f"{name} has {idx.numel()} entries but the batch has {length} samples; expected one index per sample.")
+    return idx.long()
+
+
+def check_index_bounds(name: str, idx: torch.Tensor, *, size: int) -> None:
+    """The indices of a host ``idx`` must lie in [0, size); one on an accelerator is left to the kernel.
+
+    This is the part of ``check_index`` that reads values (``int(idx.min())``): call it only
+    where a host round-trip is allowed, not under ``torch.compile``.
+    """
     if idx.device.type == "cpu" and idx.numel():
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= size:
             bad = lo if lo < 0 else hi
             raise IndexError(f"{name} contains {bad}, out of range for a bank of {size} samples; expected indices in [0, {size - 1}].")
-    return idx.long()
+
+
+def check_index(name: str, idx: Any, *, size: int, length: Optional[int] = None) -> torch.Tensor:
+    """``idx`` must be a 1-D integer tensor (or sequence of ints) in [0, size), of ``length`` entries if given.
+
+    The range is checked on the host only when ``idx`` already lives there (as DataLoader batches
+    do); an index tensor on an accelerator is bounds-checked by the indexing kernel itself, so that
+    this check never forces a device sync. It is ``as_index`` followed by ``check_index_bounds``.
+    """
+    idx = as_index(name, idx, length=length)
+    check_index_bounds(name, idx, size=size)
+    return idx
 
 
 #: How far outside [0, 1] a float image may reach before it is refused: bicubic and antialiased
@@ -105,3 +126,13 @@ def check_unit_range(name: str, lo: float, hi: float) -> None:
             "ProxyTransform in the loop and pass it to refresh(preprocess=...))"
         )
     raise ValueError(f"the values of {name} lie in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1]. {why}.")
+
+
+def check_labels(name: str, y: Any, length: Optional[int] = None) -> torch.Tensor:
+    """``y`` must be integer class indices, one per image (``length`` of them when given); int64 out."""
+    y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+    n = y.shape[0] if y.ndim == 1 else None
+    if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or (length is not None and n != length):
+        count = f"{length} " if length is not None else ""
+        raise ValueError(f"{name} must be {count}integer class indices, one per image; got {describe(y)}.")
+    return y.long()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import functools
 
 import torch
 from torch import nn
@@ -41,6 +43,10 @@ class MaskBank(nn.Module):
     It is an [`torch.nn.Module`][torch.nn.Module] whose state is two buffers, ``maps`` ``(N, h, w)`` and
     ``present`` ``(N,)``, so ``to()``, ``state_dict()`` and ``load_state_dict()`` work as for
     any module, and a [`ProxyTransform`][proxyaug.ProxyTransform] that holds it moves it along.
+    A parent's cast leaves the bank's dtype alone: ``nn.Sequential(proxy, model).half()`` (or
+    ``.double()``, ``.to(torch.float64)``) converts the model, not the stored maps, and a bank in
+    shared memory keeps its storage; a move (``.to("cuda")``) moves it, keeping its dtype. To
+    change the storage dtype, call the cast on the bank itself (``bank.to(torch.float32)``).
 
     Args:
         num_samples: ``N``, the size of the dataset the bank covers.
@@ -57,6 +63,8 @@ class MaskBank(nn.Module):
         (torch.Size([3, 7, 7]), [False, True, True])
         >>> len(bank), int(bank.present.sum()), bank.nbytes_per_sample
         (10, 2, 99)
+        >>> nn.Sequential(bank).double()[0].maps.dtype  # a parent's cast leaves the maps alone
+        torch.float16
     """
 
     maps: torch.Tensor
@@ -114,10 +122,24 @@ class MaskBank(nn.Module):
             ``(maps, present)``: float32 maps of shape ``(K, h, w)`` (zeros where absent) and a
             bool tensor of shape ``(K,)``, both on the bank's device.
         """
-        return self._lookup(check_index("idx", idx, size=len(self)))
+        return self.lookup(check_index("idx", idx, size=len(self)))
 
-    def _lookup(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """[`get()`][proxyaug.MaskBank.get] for indices already validated (the per-batch path)."""
+    def lookup(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[`get()`][proxyaug.MaskBank.get] with no validation, for the per-batch path.
+
+        ``idx`` must already be a 1-D int64 tensor of rows in range (the caller validated it, as
+        [`ProxyTransform`][proxyaug.ProxyTransform] does once per batch); nothing here reads a value on
+        the host, so it costs no sync and compiles into the caller's graph. A row out of range is
+        caught only by the indexing kernel (an ``IndexError`` on the CPU, a device assert on CUDA).
+
+        Examples:
+            >>> bank = MaskBank(3, resolution=(1, 1))
+            >>> bank.put(torch.tensor([2]), torch.ones(1, 1, 1))
+            >>> bank.lookup(torch.tensor([2, 0]))
+            (tensor([[[1.]],
+            <BLANKLINE>
+                    [[0.]]]), tensor([ True, False]))
+        """
         idx = to_device(idx, self.device)  # a pageable CPU idx is pinned first: no stream sync on CUDA
         return self.maps.index_select(0, idx).float(), self.present.index_select(0, idx)
 
@@ -171,6 +193,25 @@ class MaskBank(nn.Module):
         """Drop every map; the resolution is kept."""
         self.maps.zero_()
         self.present.zero_()
+
+    # -- casts and moves -------------------------------------------------------------------
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "MaskBank":
+        # A parent's .double() / .half() / .to(dtype) reaches every submodule through _apply: the
+        # bank's tensors keep their dtype (a cast would multiply memory and, on the CPU path, replace
+        # the shared-memory storage DataLoader workers hold), as torchmetrics keeps its states'. Moves
+        # still apply. fn is probed on a 0-d tensor like each buffer to tell a pure cast (skipped,
+        # nothing allocated) from a move (applied, then cast back). A cast called on the bank itself
+        # (bank.to(torch.float32), bank.half()) is the user's choice of storage and applies.
+        if getattr(self, "_own_cast", False):
+            return super()._apply(fn, recurse)
+
+        def keep_dtype(t: torch.Tensor) -> torch.Tensor:
+            probe = fn(t.new_zeros(()))
+            if probe.dtype == t.dtype:
+                return fn(t)
+            return t if probe.device == t.device else fn(t).to(t.dtype)
+
+        return super()._apply(keep_dtype, recurse)
 
     # -- persistence -----------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
@@ -247,3 +288,21 @@ class MaskBank(nn.Module):
             self.maps = torch.zeros(maps.shape, dtype=self.maps.dtype, device=self.device)
             self.present.zero_()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+
+def _cast_by_the_bank_itself(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def cast(self: MaskBank, *args: Any, **kwargs: Any) -> Any:
+        self._own_cast = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._own_cast = False
+
+    return cast
+
+
+# Called on the bank itself, these convert its maps as for any module; called on a parent, they
+# reach the bank through _apply alone and leave its dtype as it is.
+for _name in ("to", "type", "float", "double", "half", "bfloat16"):
+    setattr(MaskBank, _name, _cast_by_the_bank_itself(getattr(nn.Module, _name)))

@@ -12,7 +12,7 @@ normalised per image; pixels where the result exceeds ``threshold`` are replaced
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import kornia
 import torch
@@ -21,10 +21,20 @@ import torch.nn.functional as F
 from ._checks import check_choice, check_images, check_unit_interval, describe
 from ._device import to_device
 
-__all__ = ["MODES", "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma", "gaussian_blur"]
+__all__ = [
+    "MODES", "DEFAULT_MODE", "DEFAULT_THRESHOLD", "DEFAULT_WEIGHT", "DEFAULT_P",
+    "normalize_maps", "upsample_maps", "sample_params", "replace", "default_blur_sigma", "gaussian_blur",
+]
 
-MODES: Tuple[str, ...] = ("blend", "black", "mean", "blur")
-"""The replacement modes [`replace()`][proxyaug.functional.replace] supports."""
+# The thesis' settings, written once: ProxyTransform, replace() and the integrations default to them.
+DEFAULT_MODE: str = "blend"
+"""The default replacement mode: ``"blend"``, the thesis' choice."""
+DEFAULT_THRESHOLD: float = 0.85
+"""The default threshold ``tau``: map values strictly above it are replaced (thesis: 0.85)."""
+DEFAULT_WEIGHT: float = 0.1
+"""The default blend weight ``lambda`` (thesis: 0.1)."""
+DEFAULT_P: float = 1.0
+"""The default probability of transforming a sample that has a map."""
 
 #: Added to the denominator of the min-max normalisation, as pytorch-grad-cam does.
 EPS = 1e-7
@@ -86,7 +96,7 @@ def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def sample_params(
     batch_size: int,
-    p: float = 1.0,
+    p: float = DEFAULT_P,
     *,
     device: Union[str, torch.device, None] = None,
     generator: Optional[torch.Generator] = None,
@@ -144,13 +154,42 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return kornia.filters.gaussian_blur2d(x, (k, k), (float(sigma), float(sigma)), border_type="reflect")
 
 
+# -- replacement modes: one function each, looked up by name ----------------------------------
+# A mode maps the float images (B, C, H, W) and their upsampled maps M (B, 1, H, W) to the values
+# that replace the selected pixels (anything that broadcasts against the images). A new mode is one
+# function here and one line in _FILLS (MODES and the mode check follow), plus a line in replace()'s docstring.
+_Fill = Callable[..., torch.Tensor]
+
+
+def _fill_blend(x: torch.Tensor, m: torch.Tensor, *, weight: float, blur_sigma: Optional[float]) -> torch.Tensor:
+    return (1.0 - weight * m).to(x.dtype) * x
+
+
+def _fill_black(x: torch.Tensor, m: torch.Tensor, *, weight: float, blur_sigma: Optional[float]) -> torch.Tensor:
+    return x.new_zeros(())
+
+
+def _fill_mean(x: torch.Tensor, m: torch.Tensor, *, weight: float, blur_sigma: Optional[float]) -> torch.Tensor:
+    return x.mean(dim=(-2, -1), keepdim=True)
+
+
+def _fill_blur(x: torch.Tensor, m: torch.Tensor, *, weight: float, blur_sigma: Optional[float]) -> torch.Tensor:
+    return gaussian_blur(x, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
+
+
+_FILLS: Dict[str, _Fill] = {"blend": _fill_blend, "black": _fill_black, "mean": _fill_mean, "blur": _fill_blur}
+
+MODES: Tuple[str, ...] = tuple(_FILLS)
+"""The replacement modes [`replace()`][proxyaug.functional.replace] supports, in the order of the docs."""
+
+
 def replace(
     x: torch.Tensor,
     maps: torch.Tensor,
-    mode: str = "blend",
-    threshold: float = 0.85,
-    weight: float = 0.1,
-    p: float = 1.0,
+    mode: str = DEFAULT_MODE,
+    threshold: float = DEFAULT_THRESHOLD,
+    weight: float = DEFAULT_WEIGHT,
+    p: float = DEFAULT_P,
     *,
     present: Optional[torch.Tensor] = None,
     params: Optional[Dict[str, torch.Tensor]] = None,
@@ -229,13 +268,6 @@ def replace(
         sel = sel & apply.to(device=x.device, dtype=torch.bool).view(-1, 1, 1, 1)
 
     work = x if x.is_floating_point() else x.float()
-    if mode == "blend":
-        new = (1.0 - weight * m).to(work.dtype) * work
-    elif mode == "black":
-        new = work.new_zeros(())
-    elif mode == "mean":
-        new = work.mean(dim=(-2, -1), keepdim=True)
-    else:
-        new = gaussian_blur(work, blur_sigma if blur_sigma is not None else default_blur_sigma(x.shape[-2:]))
+    new = _FILLS[mode](work, m, weight=weight, blur_sigma=blur_sigma)
     out = torch.where(sel, new, work)
     return out if out.dtype == x.dtype else out.round_().clamp_(0, 255).to(x.dtype)

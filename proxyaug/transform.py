@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import copy
+import numbers
+from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import functional as F
-from ._checks import check_choice, check_images, check_index, check_unit_interval, check_unit_range
+from ._checks import as_index, check_choice, check_images, check_index_bounds, check_unit_interval, check_unit_range, describe
+from ._device import compiling
 from .bank import MaskBank
 
 __all__ = ["ProxyTransform"]
+
+# The keys of a dict input: the image batch and its bank rows; every other key passes through.
+_IMAGE_KEY, _IDX_KEY = "image", "idx"
+
+_USAGE = (
+    "Call proxy(x, idx), or pass one batch: a tuple or list with the images first and idx last, such as "
+    "(x, idx) or (x, y, idx), or a dict with the keys 'image' and 'idx'"
+)
 
 
 class ProxyTransform(nn.Module):
@@ -24,7 +35,28 @@ class ProxyTransform(nn.Module):
     normalisation: maps were computed in the dataset's canonical frame.
 
     The bank is a submodule, so ``transform.to(device)`` moves it too (and with it the bank
-    that the [`ProxyDataset`][proxyaug.ProxyDataset] holds: it is the same object).
+    that the [`ProxyDataset`][proxyaug.ProxyDataset] holds: it is the same object). A cast of a parent
+    (``nn.Sequential(proxy, model).half()``) leaves the bank's dtype alone.
+
+    **Inputs.** ``proxy(x, idx)`` returns the transformed images. So that the transform can sit in
+    ``nn.Sequential`` or ``torchvision.transforms.v2.Compose``, the index can also come inside the
+    input, and the same structure comes back with only the images replaced (torchvision v2 passes
+    what it does not transform through in the same way):
+
+    - one tuple or list, images first and ``idx`` last: ``(x, idx)`` or ``(x, y, idx)`` as a
+      [`ProxyDataset`][proxyaug.ProxyDataset] batch is;
+    - one dict (any mapping) with the keys ``"image"`` and ``"idx"``; other keys pass through;
+    - three or more arguments, images first and ``idx`` last, as ``v2.Compose`` passes them when
+      called with several: ``proxy(x, y, idx)`` returns the tuple ``(x', y, idx)``.
+
+    The images are a batch ``(B, C, H, W)`` or one image ``(C, H, W)`` with a single index (a 0-d
+    or one-element ``idx``, or an ``int``), returned as ``(C, H, W)``.
+
+    **Checks.** Shapes, dtypes and devices are checked on every call: they read no values and cost
+    nothing. Two checks read values on the host: that a CPU ``idx`` is in range (every call), and
+    that the first float batch holds values in [0, 1] (``check_range``, once). They run only with
+    ``validate_args`` on, and never while ``torch.compile`` traces the module, so that it compiles
+    as one graph; an ``idx`` out of range is then caught by the indexing kernel alone.
 
     Args:
         bank: the [`MaskBank`][proxyaug.MaskBank] to read maps from (usually ``ds.bank``).
@@ -35,11 +67,13 @@ class ProxyTransform(nn.Module):
         blur_sigma: sigma of the ``blur`` mode; default scales with the image size.
         check_range: check, on the first float batch only (one host sync), that the images are in
             [0, 1] and not, say, normalised already or in 0..255; ``False`` skips it.
+        validate_args: run the checks that read values on the host (the ``idx`` range and
+            ``check_range``); ``False`` skips them (torchmetrics' name).
 
     Shape:
-        - x: `(B, C, H, W)`, floating point or uint8, on the bank's device
+        - x: `(B, C, H, W)` or `(C, H, W)`, floating point or uint8, on the bank's device
         - idx: `(B,)` integer bank rows: the ``idx`` the dataset's items carry (on any device)
-        - output: `(B, C, H, W)`
+        - output: the shape of ``x``
 
     Examples:
         >>> bank = MaskBank(4, resolution=(2, 2))
@@ -51,17 +85,25 @@ class ProxyTransform(nn.Module):
                 [0., 0., 1., 1.],
                 [1., 1., 1., 1.],
                 [1., 1., 1., 1.]]))
+        >>> x, y, idx = proxy((torch.ones(2, 3, 4, 4), torch.tensor([7, 8]), torch.tensor([0, 1])))
+        >>> torch.equal(x, out), y.tolist()
+        (True, [7, 8])
+        >>> batch = proxy({"image": torch.ones(3, 4, 4), "idx": 1, "label": 8})
+        >>> batch["image"].shape, batch["label"]
+        (torch.Size([3, 4, 4]), 8)
     """
 
     def __init__(
         self,
         bank: MaskBank,
-        mode: str = "blend",
-        threshold: float = 0.85,
-        weight: float = 0.1,
-        p: float = 1.0,
+        mode: str = F.DEFAULT_MODE,
+        threshold: float = F.DEFAULT_THRESHOLD,
+        weight: float = F.DEFAULT_WEIGHT,
+        p: float = F.DEFAULT_P,
         blur_sigma: Optional[float] = None,
+        *,
         check_range: bool = True,
+        validate_args: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(bank, MaskBank):
@@ -75,41 +117,140 @@ class ProxyTransform(nn.Module):
             raise ValueError(f"blur_sigma={blur_sigma!r} is not valid; expected a positive number or None.")
         self.blur_sigma = blur_sigma
         self.check_range = bool(check_range)  # cleared once a float batch has passed
+        self.validate_args = bool(validate_args)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, threshold={self.threshold}, weight={self.weight}, p={self.p}"
+        text = f"mode={self.mode!r}, threshold={self.threshold}, weight={self.weight}, p={self.p}, blur_sigma={self.blur_sigma}"
+        return text if self.validate_args else text + ", validate_args=False"
 
-    def forward_parameters(self, batch_size: int, device: Any = None, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """Draw the per-sample choices (``{"apply": (B,) bool}``) that [`forward()`][proxyaug.ProxyTransform.forward] replays."""
-        return F.sample_params(batch_size, self.p, device=device if device is not None else self.bank.device, generator=generator)
-
-    def forward(self, x: torch.Tensor, idx: Any, params: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        """Transform ``x`` with the maps stored for ``idx``.
+    def forward_parameters(
+        self,
+        batch_shape: Union[torch.Size, Sequence[int], int],
+        *,
+        device: Any = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Draw the per-sample choices that [`forward()`][proxyaug.ProxyTransform.forward] replays, as Kornia's method of that name.
 
         Args:
-            x: images ``(B, C, H, W)`` on the bank's device.
-            idx: the bank rows of the samples, ``(B,)``: the ``idx`` that [`ProxyDataset`][proxyaug.ProxyDataset] items carry.
+            batch_shape: the shape of the images, ``(B, C, H, W)`` (or ``(C, H, W)``: one image),
+                as Kornia takes it; an ``int`` ``B`` is accepted too (the signature of 0.1).
+            device: where to put the result; default the bank's device.
+            generator: optional [`torch.Generator`][torch.Generator] for reproducible draws.
+
+        Returns:
+            ``{"apply": (B,) bool}``.
+
+        Examples:
+            >>> proxy = ProxyTransform(MaskBank(4), p=0.5)
+            >>> proxy.forward_parameters((4, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+            {'apply': tensor([ True, False,  True,  True])}
+        """
+        return F.sample_params(
+            _batch_size(batch_shape), self.p, device=device if device is not None else self.bank.device, generator=generator
+        )
+
+    def forward(self, *inputs: Any, params: Optional[Dict[str, torch.Tensor]] = None) -> Any:
+        """Transform the images with the maps stored for their ``idx``.
+
+        Args:
+            *inputs: ``x, idx``; or one batch (a tuple or list with the images first and ``idx``
+                last, or a dict with the keys ``"image"`` and ``"idx"``); or ``x, ..., idx``. The
+                images are ``(B, C, H, W)`` or one ``(C, H, W)``, on the bank's device; ``idx``
+                holds their bank rows, ``(B,)``: the ``idx`` that [`ProxyDataset`][proxyaug.ProxyDataset] items carry.
             params: replayed output of [`forward_parameters()`][proxyaug.ProxyTransform.forward_parameters]; drawn afresh when ``None``.
 
         Returns:
-            The transformed batch, same shape, dtype and device as ``x``.
+            For ``proxy(x, idx)`` the transformed images (same shape, dtype and device as ``x``);
+            otherwise the structure given (a tuple for several arguments) with the images replaced.
         """
-        check_images("x", x, allow_uint8=True)
+        x, idx, pack = _unpack(inputs)
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"params must be the dict forward_parameters() returns; got {describe(params)}. {_USAGE}.")
+        single = isinstance(x, torch.Tensor) and x.ndim == 3
+        batch = check_images("x", x.unsqueeze(0) if single else x, allow_uint8=True)
+        idx = _single_index(x, idx) if single else as_index("idx", idx, length=batch.shape[0])
+        out = self._transform(batch, idx, params)
+        if out is batch:
+            return pack(x)  # untouched: the very object given
+        out = out[0] if single else out
+        return pack(out if type(x) is torch.Tensor else out.as_subclass(type(x)))  # a tv_tensors.Image stays one
+
+    def _transform(self, x: torch.Tensor, idx: torch.Tensor, params: Optional[Dict[str, torch.Tensor]]) -> torch.Tensor:
         if x.device != self.bank.device:
             raise RuntimeError(
                 f"x is on {x.device} but the bank is on {self.bank.device}; call proxy.to({str(x.device)!r}) "
                 "(or ds.bank.to(...)) once, or move the batch."
             )
-        idx = check_index("idx", idx, size=len(self.bank), length=x.shape[0])
-        if self.check_range and x.is_floating_point() and x.numel():
-            lo, hi = x.aminmax()
-            check_unit_range("x", float(lo), float(hi))
-            self.check_range = False
+        if self.validate_args and not compiling():  # the checks that read values on the host
+            check_index_bounds("idx", idx, size=len(self.bank))
+            if self.check_range and x.is_floating_point() and x.numel():
+                lo, hi = x.aminmax()
+                check_unit_range("x", float(lo), float(hi))
+                self.check_range = False
         if (params is None and self.p == 0.0) or self.bank.resolution is None:
             return x  # nothing to apply, or a bank that has not received its first maps yet
-        maps, present = self.bank._lookup(idx)  # idx validated above, once per batch
+        maps, present = self.bank.lookup(idx)  # idx checked above, once per batch
         return F.replace(
             x, maps, self.mode, self.threshold, self.weight, self.p,
             present=present, params=params, blur_sigma=self.blur_sigma,
         )
 
+
+def _batch_size(batch_shape: Union[torch.Size, Sequence[int], int]) -> int:
+    if isinstance(batch_shape, int) and not isinstance(batch_shape, bool) and batch_shape >= 0:
+        return batch_shape
+    if isinstance(batch_shape, (tuple, list, torch.Size)) and len(batch_shape) in (3, 4):
+        return 1 if len(batch_shape) == 3 else int(batch_shape[0])
+    raise ValueError(
+        f"batch_shape={batch_shape!r} is not valid; expected the images' shape (B, C, H, W) or (C, H, W), "
+        "such as x.shape, or the batch size B."
+    )
+
+
+def _single_index(x: torch.Tensor, idx: Any) -> torch.Tensor:
+    """The index of a single ``(C, H, W)`` image (an int, a 0-d or a one-element tensor) as ``(1,)``."""
+    if isinstance(idx, torch.Tensor) and idx.numel() != 1:
+        raise ValueError(
+            f"x must have shape (B, C, H, W), or (C, H, W) with a single index; got shape {tuple(x.shape)} and idx of "
+            f"{idx.numel()} entries. Add a batch dimension with x.unsqueeze(0) for a single image."
+        )
+    if isinstance(idx, torch.Tensor):
+        idx = idx.reshape(1)
+    elif isinstance(idx, numbers.Integral) and not isinstance(idx, bool):
+        idx = torch.tensor([int(idx)])
+    return as_index("idx", idx, length=1)
+
+
+def _identity(image: Any) -> Any:
+    return image
+
+
+def _unpack(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Callable[[Any], Any]]:
+    """The images, ``idx``, and a function that puts new images back where the images came from."""
+    if len(inputs) == 2:
+        return inputs[0], inputs[1], _identity
+    if len(inputs) > 2:
+        return inputs[0], inputs[-1], lambda image: (image, *inputs[1:])
+    batch = inputs[0] if inputs else None
+    if isinstance(batch, Mapping):
+        missing = [k for k in (_IMAGE_KEY, _IDX_KEY) if k not in batch]
+        if missing:
+            raise KeyError(f"the batch dict lacks {missing}; got the keys {list(batch)}. Expected the keys 'image' and 'idx'.")
+        return batch[_IMAGE_KEY], batch[_IDX_KEY], lambda image: _with_image(batch, image)
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[-1], lambda image: _rebuilt(batch, [image, *batch[1:]])
+    got = describe(batch) if inputs else "nothing"
+    raise TypeError(f"ProxyTransform needs the images and their idx; got {got}. {_USAGE}.")
+
+
+def _with_image(batch: Mapping[str, Any], image: Any) -> Dict[str, Any]:
+    out = dict(batch) if type(batch) is dict or not isinstance(batch, MutableMapping) else copy.copy(batch)
+    out[_IMAGE_KEY] = image
+    return out
+
+
+def _rebuilt(batch: Union[tuple, list], items: list) -> Union[tuple, list]:
+    if type(batch) in (tuple, list):
+        return type(batch)(items)
+    return type(batch)(*items) if isinstance(batch, tuple) else type(batch)(items)  # a namedtuple takes fields
