@@ -4,50 +4,23 @@ from __future__ import annotations
 
 import copy
 import io
-import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_choice, check_index, check_unit_range, describe
-from ._device import to_device
+from ._checks import check_choice, check_index, describe
+from .attention import MapSpec
 from .bank import MaskBank
+from .cpu_path import CpuPath, measure_resolution
+from .items import check_first_item, check_item
+from .layout import LAYOUTS
+from .mistakes import MistakeTracker
 from .refresh import RefreshReport, refresh
-from .transform import ProxyTransform
 
 __all__ = ["ProxyDataset"]
 
-PROXIES = ("replace", "append")
-
-
-def _check_item(item: Any, index: int) -> Tuple[torch.Tensor, Any]:
-    where = f"dataset[{index}]"
-    if isinstance(item, dict):
-        raise TypeError(
-            f"{where} returned a dict with keys {sorted(map(str, item))}; expected (image tensor (C, H, W), label). "
-            "Wrap the dataset so that it returns that pair."
-        )
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        got = f"a {type(item).__name__} of {len(item)} items" if isinstance(item, (tuple, list)) else describe(item)
-        raise TypeError(f"{where} returned {got}; expected (image tensor (C, H, W), label).")
-    x, y = item
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(
-            f"{where} returned an image that is {describe(x)}; expected a float tensor (C, H, W) in [0, 1]. "
-            "Give the base dataset a transform such as torchvision.transforms.ToTensor() "
-            "(or v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))."
-        )
-    if x.ndim != 3 or not (x.is_floating_point() or x.dtype == torch.uint8):
-        raise TypeError(
-            f"{where} returned an image of shape {tuple(x.shape)} and dtype {x.dtype}; expected a tensor "
-            "(C, H, W), float in [0, 1] or uint8 in [0, 255] (convert with v2.ToDtype(torch.float32, scale=True))."
-        )
-    label_ok = isinstance(y, numbers.Integral) and not isinstance(y, bool)
-    label_ok = label_ok or (isinstance(y, torch.Tensor) and y.ndim == 0 and not y.is_floating_point() and y.dtype != torch.bool)
-    if not label_ok:
-        raise TypeError(f"{where} returned a label that is {describe(y)}; expected an integer class index.")
-    return x, y
+PROXIES = tuple(LAYOUTS)
 
 
 class ProxyDataset(Dataset):
@@ -79,6 +52,10 @@ class ProxyDataset(Dataset):
     give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch constant.
     The list of extra items lives in shared memory, so running DataLoader workers, persistent
     ones included, serve the items a refresh adds.
+
+    It implements the [`Refreshable`][proxyaug.protocol.Refreshable] protocol that
+    [`refresh()`][proxyaug.refresh.refresh] uses; the item layout (``proxies``) and the CPU path are
+    pieces of their own ([`proxyaug.layout`][proxyaug.layout], [`proxyaug.cpu_path`][proxyaug.cpu_path]).
 
     Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
@@ -129,11 +106,9 @@ class ProxyDataset(Dataset):
         if n < 1:
             raise ValueError("dataset is empty; expected at least one sample.")
         proxies = check_choice("proxies", proxies, PROXIES)
-        # item 0 now, not an epoch later inside a DataLoader worker
-        x0, _ = _check_item(dataset[0], 0)
-        if x0.is_floating_point():
-            check_unit_range("dataset[0]", float(x0.min()), float(x0.max()))
-        rows = 2 * n if proxies == "append" else n
+        check_first_item(dataset)  # now, not an epoch later inside a DataLoader worker
+        self.layout = LAYOUTS[proxies](n)
+        rows = self.layout.bank_rows
         if bank is None:
             bank = MaskBank(rows, resolution=resolution, device=device, dtype=dtype)
         elif not isinstance(bank, MaskBank) or len(bank) != rows:
@@ -143,47 +118,41 @@ class ProxyDataset(Dataset):
         self.dataset = dataset
         self.bank = bank
         self.proxies = proxies
-        self._n = n
-        # proxies="append": the samples with a map, in order (the first _extra_count entries). In shared
-        # memory, so that running DataLoader workers (persistent ones, the CPU path) see each refresh.
-        self._extra = torch.zeros(n if proxies == "append" else 0, dtype=torch.long)
-        self._extra_count = torch.zeros(1, dtype=torch.long)
-        if proxies == "append":
-            self._extra.share_memory_()
-            self._extra_count.share_memory_()
+        self.mistakes = MistakeTracker(n)
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
-        # flags set by observe() since the last refresh: n samples plus one slot that absorbs right predictions
-        self._wrong: Optional[torch.Tensor] = None
-        self.proxy: Optional[ProxyTransform] = None  # set by enable_cpu_path
-        self.transform: Optional[Callable[[torch.Tensor], Any]] = None
+        self.cpu_path: Optional[CpuPath] = None  # set by enable_cpu_path
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._n + int(self._extra_count)
+        return len(self.layout)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
-        x, y, index = self._canonical(index)
-        if self.proxy is not None:  # the CPU path: replacement here, in the worker
-            x = self.proxy(x.unsqueeze(0), torch.tensor([index]))[0]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, y, index
-
-    def _canonical(self, index: int) -> Tuple[torch.Tensor, Any, int]:
-        """The base dataset's item, validated: what maps are computed on."""
         index = int(index)
         if index < 0:
             index += len(self)
-        if index >= self._n and self.proxies == "append":
-            k = index - self._n
-            if k >= int(self._extra_count):
-                raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items.")
-            base = int(self._extra[k])
-            x, y = _check_item(self.dataset[base], base)
-            return x, y, self._n + base
-        x, y = _check_item(self.dataset[index], index)
-        return x, y, index
+        sample, row = self.layout.locate(index)
+        x, y = check_item(self.dataset[sample], sample)
+        if self.cpu_path is not None:  # the CPU path: replacement here, in the worker
+            x = self.cpu_path(x, row)
+        return x, y, row
+
+    # -- the Refreshable protocol ------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        """The samples of the wrapped dataset (checked: it must not have changed length)."""
+        n = self.layout.num_samples
+        if len(self.dataset) != n:
+            raise RuntimeError(
+                f"the dataset has {len(self.dataset)} samples but its bank was made for {n}: the wrapped dataset "
+                "changed length. Build a new ProxyDataset for the new data."
+            )
+        return n
+
+    def canonical(self, sample: int) -> Tuple[torch.Tensor, Any]:
+        """Sample ``sample``'s ``(image, label)`` as the wrapped dataset yields it, validated: what maps are computed on."""
+        sample = int(sample)
+        return check_item(self.dataset[sample], sample)
 
     def rows(self, samples: Any) -> torch.Tensor:
         """The bank rows that hold the maps of base samples ``samples``.
@@ -200,28 +169,39 @@ class ProxyDataset(Dataset):
             >>> ProxyDataset(base).rows([1, 3]), ProxyDataset(base, proxies="append").rows([1, 3])
             (tensor([1, 3]), tensor([5, 7]))
         """
-        samples = check_index("samples", samples, size=self._n)
-        return samples + self._n if self.proxies == "append" else samples
+        return self.layout.rows(samples)
 
-    def _sync_extra(self) -> None:
-        """``proxies="append"``: list the samples that have a map (after the bank changed), in place."""
-        if self.proxies == "append":
-            found = self.bank.present[self._n :].nonzero().flatten().cpu()
-            self._extra[: found.numel()] = found
-            self._extra_count.fill_(found.numel())
+    def commit(
+        self,
+        samples: Optional[torch.Tensor],
+        maps: Optional[torch.Tensor],
+        *,
+        reset: bool,
+        report: RefreshReport,
+        scanned: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Write a refresh's maps in one step, use up the mistakes it scanned, count it.
 
-    def _check_length(self) -> None:
-        if len(self.dataset) != self._n:
-            raise RuntimeError(
-                f"the dataset has {len(self.dataset)} samples but its bank was made for {self._n}: the wrapped dataset "
-                "changed length. Build a new ProxyDataset for the new data."
-            )
+        Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist (see
+        [`Refreshable.commit()`][proxyaug.protocol.Refreshable.commit]): ``samples`` are sample
+        indices, ``scanned`` the samples whose observations it used up (``None``: all).
+        """
+        if samples is not None:
+            self.bank.put(self.rows(samples), maps, clear_others=reset)
+        elif reset:
+            self.bank.clear()
+        self.layout.sync(self.bank.present)
+        self.mistakes.reset(scanned)
+        self.refreshes += 1
+        self.last_report = report
 
+    # -- the CPU path --------------------------------------------------------------------------
     def enable_cpu_path(
         self,
         transform: Optional[Callable[[torch.Tensor], Any]] = None,
         *,
         model: Optional[torch.nn.Module] = None,
+        spec: Optional[MapSpec] = None,
         layer: Any = None,
         preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         reshape: Any = None,
@@ -251,6 +231,7 @@ class ProxyDataset(Dataset):
             preprocess: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
             reshape: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
             method: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
+            spec: a [`MapSpec`][proxyaug.attention.MapSpec] instead of ``method``, ``layer``, ``reshape``.
             **proxy: [`ProxyTransform`][proxyaug.ProxyTransform] arguments.
 
         Returns:
@@ -277,16 +258,8 @@ class ProxyDataset(Dataset):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
         if model is not None:
-            measured = self._measure_resolution(model, layer, preprocess, reshape, method)
-            if self.bank.resolution is None:
-                h, w = measured
-                empty = {"maps": torch.zeros(len(self.bank), h, w), "present": torch.zeros(len(self.bank), dtype=torch.bool)}
-                self.bank.load_state_dict(empty)  # adopts the resolution, before the memory is shared
-            elif self.bank.resolution != measured:
-                raise ValueError(
-                    f"the bank stores maps at {self.bank.resolution} but the model's target layer gives {measured} on "
-                    f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
-                )
+            spec = MapSpec.of(spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape)
+            self._fix_resolution(measure_resolution(model, self.canonical(0)[0], spec, preprocess))
         if self.bank.resolution is None:
             raise ValueError(
                 "the CPU path needs a fixed map resolution, so that the bank's shared memory is never reallocated: "
@@ -294,22 +267,22 @@ class ProxyDataset(Dataset):
                 "resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
             )
         self.bank.share_memory()
-        self.proxy = ProxyTransform(self.bank, **proxy)
-        self.transform = transform
+        self.cpu_path = CpuPath(self.bank, transform, **proxy)
         return self
 
-    def _measure_resolution(self, model: Any, layer: Any, preprocess: Any, reshape: Any, method: Any) -> Tuple[int, int]:
-        from .attention import map_resolution
-        from .refresh import _model_device
+    def _fix_resolution(self, measured: Tuple[int, int]) -> None:
+        """Give the bank the measured resolution, or refuse one that differs."""
+        if self.bank.resolution is None:
+            h, w = measured
+            empty = {"maps": torch.zeros(len(self.bank), h, w), "present": torch.zeros(len(self.bank), dtype=torch.bool)}
+            self.bank.load_state_dict(empty)  # adopts the resolution, before the memory is shared
+        elif self.bank.resolution != measured:
+            raise ValueError(
+                f"the bank stores maps at {self.bank.resolution} but the model's target layer gives {measured} on "
+                f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
+            )
 
-        x, _, _ = self._canonical(0)
-        x = x.unsqueeze(0).to(_model_device(model))
-        if preprocess is not None:
-            x = preprocess(x)
-        elif not x.is_floating_point():
-            x = x.float() / 255  # the values do not matter for the shape, the dtype does
-        return map_resolution(model, x, method=method, layer=layer, reshape=reshape)
-
+    # -- Python protocols ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")
         if dataset is None or name.startswith("__"):
@@ -323,19 +296,17 @@ class ProxyDataset(Dataset):
         # a shared bank can never change resolution. The observations travel the same way.
         state = self.__dict__.copy()
         private = {}
-        for key in ("bank", "_wrong"):
-            value = state[key]
-            if value is None:
-                continue
-            tensor = value if isinstance(value, torch.Tensor) else value.maps
-            if tensor.device.type != "cpu":
-                state[key] = None
-            elif not tensor.is_shared():
-                private[key], state[key] = value, None
-        if private:
-            buffer = io.BytesIO()
-            torch.save(private, buffer)
-            state["_private_bytes"] = buffer.getvalue()
+        if self.bank.device.type != "cpu":
+            state["bank"] = None
+        elif not self.bank.maps.is_shared():
+            private["bank"], state["bank"] = self.bank, None
+        private["mistakes"], state["mistakes"] = self.mistakes, None
+        flags = self.mistakes.flags
+        if flags is not None and flags.device.type != "cpu":
+            private["mistakes"] = MistakeTracker(self.mistakes.num_samples)
+        buffer = io.BytesIO()
+        torch.save(private, buffer)
+        state["_private_bytes"] = buffer.getvalue()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -351,7 +322,8 @@ class ProxyDataset(Dataset):
         return new
 
     def __repr__(self) -> str:
-        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self._n})"
+        maps = int(self.bank.present.sum()) if self.bank is not None else "?"
+        return f"ProxyDataset({self.dataset!r}, maps={maps}/{self.layout.num_samples})"
 
     # -- Proxy Attention -------------------------------------------------------------------
     def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
@@ -379,28 +351,13 @@ class ProxyDataset(Dataset):
         """
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
-        batch, device = logits.shape[0], logits.device
-        idx = to_device(check_index("idx", idx, size=len(self.bank), length=batch), device) % self._n
-        labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
-        if labels.shape != (batch,) or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be {batch} integer class indices; got {describe(labels)}.")
-        labels = to_device(labels, device)
-        if self._wrong is None or self._wrong.device != device:
-            previous = self._wrong
-            self._wrong = torch.zeros(self._n + 1, dtype=torch.bool, device=device)
-            if previous is not None:
-                self._wrong |= previous.to(device)
-        wrong = logits.detach().argmax(dim=1) != labels
-        # every write is True (right predictions go to the spare last slot), so an original and its
-        # appended copy in one batch cannot overwrite each other's flag
-        self._wrong.index_fill_(0, torch.where(wrong, idx, self._n), True)
+        rows = check_index("idx", idx, size=len(self.bank), length=logits.shape[0])
+        self.mistakes.update(rows % self.layout.num_samples, logits, labels)
 
     @property
     def observed_wrong(self) -> torch.Tensor:
-        """Indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] since the last refresh (sorted, CPU)."""
-        if self._wrong is None:
-            return torch.empty(0, dtype=torch.long)
-        return self._wrong[: self._n].nonzero().flatten().cpu()
+        """Sample indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] since the last refresh (sorted, CPU)."""
+        return self.mistakes.compute()
 
     def state_dict(self) -> dict:
         """What a resumed run needs of this dataset: the bank, the refresh count (the default
@@ -423,7 +380,7 @@ class ProxyDataset(Dataset):
         return {
             "bank": {k: v.detach().cpu() for k, v in self.bank.state_dict().items()},
             "refreshes": self.refreshes,
-            "observed": None if self._wrong is None else self._wrong[: self._n].cpu(),
+            "observed": self.mistakes.state_dict()["observed"],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -432,46 +389,10 @@ class ProxyDataset(Dataset):
         if missing:
             raise KeyError(f"state lacks {sorted(missing)}; expected ProxyDataset.state_dict() output.")
         observed = state["observed"]
-        if observed is not None and tuple(observed.shape) != (self._n,):
-            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {self._n}.")
+        n = self.layout.num_samples
+        if observed is not None and tuple(observed.shape) != (n,):
+            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {n}.")
         self.bank.load_state_dict(state["bank"])
         self.refreshes = int(state["refreshes"])
-        if observed is not None:
-            observed = torch.cat([observed.to(self.bank.device, torch.bool), torch.zeros(1, dtype=torch.bool, device=self.bank.device)])
-        self._wrong = observed
-        self._sync_extra()
-
-    def _observed_candidates(self, shard: Any = None) -> Optional[torch.Tensor]:
-        """The indices to scan if ``observe`` recorded any mistake (on any rank), else ``None``."""
-        if shard is not None:  # the union of every rank's observations, the same on all ranks
-            flags = self._wrong[: self._n] if self._wrong is not None else torch.zeros(self._n, dtype=torch.bool)
-            wrong = shard.max(flags.to(torch.uint8)).nonzero().flatten().cpu()
-        else:
-            wrong = self.observed_wrong
-        return wrong if wrong.numel() else None
-
-    def _commit(
-        self,
-        idx: Optional[torch.Tensor],
-        maps: Optional[torch.Tensor],
-        *,
-        reset: bool,
-        report: RefreshReport,
-        scanned: Optional[torch.Tensor] = None,
-    ) -> None:
-        """Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist: write them, then start a new round.
-
-        ``idx`` are sample indices; ``scanned`` the samples whose observations the refresh used up
-        (``None``: all of them).
-        """
-        if idx is not None:
-            self.bank.put(self.rows(idx), maps, clear_others=reset)
-        elif reset:
-            self.bank.clear()
-        self._sync_extra()
-        if scanned is None or self._wrong is None:
-            self._wrong = None
-        else:
-            self._wrong[scanned.to(self._wrong.device)] = False
-        self.refreshes += 1
-        self.last_report = report
+        self.mistakes.load_state_dict({"observed": observed}, device=self.bank.device)
+        self.layout.sync(self.bank.present)

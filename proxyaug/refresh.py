@@ -1,5 +1,11 @@
 """refresh: scan the training set, select wrong predictions, compute their maps, update the bank.
 
+A refresh runs in five stages, each a method of one small object: **candidates** (which samples
+to scan), **scan** (predict them), **select** (which get a map), **attend** (compute the maps)
+and **commit** (write them). It talks to what it refreshes only through the
+[`Refreshable`][proxyaug.protocol.Refreshable] protocol, which
+[`ProxyDataset`][proxyaug.ProxyDataset] implements.
+
 The bank is written once, at the end, with every new map: an error or ``KeyboardInterrupt``
 anywhere before leaves it (and the record of observed mistakes) exactly as it was. The model is
 left as found: the whole refresh runs in eval mode with each module's flag restored afterwards,
@@ -9,7 +15,6 @@ which writes no parameter gradient and removes its hook in every case.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -19,12 +24,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._checks import check_choice, check_index, check_positive_int, check_unit_interval, check_unit_range
-from .attention._state import eval_mode, unwrap
-from .attention.cam import _logits, check_grad_mode, compute_cams, resolve_method
-from .attention.methods import GRADIENT_FREE
-from .attention.layers import LayerSpec, Reshape, resolve_layers
+from ._checks import check_choice, check_index, check_labels, check_positive_int, check_unit_interval, check_unit_range
+from .attention import MapSpec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
+from .attention.layers import LayerSpec, Reshape
 from .distributed import shard_context
+from .protocol import Refreshable, check_refreshable
+from .report import RefreshReport
 from .selection import SELECT, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
@@ -32,106 +37,22 @@ __all__ = ["RefreshReport", "refresh"]
 TARGETS = ("pred", "label")
 
 
-@dataclasses.dataclass(eq=False)
-class RefreshReport:
-    """What one [`refresh()`][proxyaug.refresh.refresh] did.
-
-    Attributes:
-        scanned: images whose predictions were checked.
-        wrong: of those, predicted wrongly.
-        chosen: images selected for a map (``fraction`` of ``wrong``, by the ``select`` policy).
-        written: maps written to the bank: ``chosen`` less ``skipped``.
-        seconds: wall time of the whole refresh.
-        scan_seconds: time of the scan (forward passes under ``no_grad``).
-        attention_seconds: time spent computing maps.
-        method: the CAM method used.
-        layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
-        indices: sample indices (of the wrapped dataset) that received a map, sorted (CPU ``int64``).
-        rows: the bank rows those maps went to (equal to ``indices`` unless ``proxies="append"``,
-            see [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]).
-        resolution: ``(h, w)`` of the maps written, or ``None`` when none was.
-        skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
-            gradients); they get no map, and a warning says so.
-        source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
-            when the caller gave them, ``"all"`` for a full scan.
-        select: the selection policy.
-        world_size: ranks that shared the work (1 without ``torch.distributed``).
-        computed: maps this rank computed (its share of ``chosen``).
-
-    Examples:
-        >>> from torch.utils.data import TensorDataset
-        >>> import proxyaug as pa
-        >>> _ = torch.manual_seed(0)
-        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
-        >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(6, 1, 4, 4), torch.tensor([0, 1] * 3)))
-        >>> report = ds.refresh(net, fraction=1.0)
-        >>> report.scanned, report.wrong == report.written, report.source
-        (6, True, 'all')
-    """
-
-    scanned: int
-    wrong: int
-    chosen: int
-    written: int
-    seconds: float
-    scan_seconds: float
-    attention_seconds: float
-    method: str
-    layer: str
-    indices: torch.Tensor
-    source: str
-    skipped: int = 0
-    select: str = "wrong"
-    world_size: int = 1
-    computed: int = 0
-    rows: Optional[torch.Tensor] = None
-    resolution: Optional[Tuple[int, int]] = None
-
-    @property
-    def images_per_s(self) -> float:
-        """Scanned images per second over the whole refresh."""
-        return self.scanned / self.seconds if self.seconds > 0 else float("inf")
-
-    @property
-    def maps_per_s(self) -> float:
-        """Maps per second of the attention step."""
-        return self.written / self.attention_seconds if self.attention_seconds > 0 else float("inf")
-
-    def __str__(self) -> str:
-        if self.wrong == 0:
-            return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); the bank is unchanged ({self.seconds:.2f} s)"
-        size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
-        return (
-            f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}, "
-            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
-            f"({self.images_per_s:.0f} images/s)"
-        )
-
-
 class _Items(Dataset):
-    """The ``(x, y, idx)`` items of ``ds`` at ``indices``, for a DataLoader."""
+    """The canonical ``(x, y)`` of samples ``indices``, for a DataLoader."""
 
-    def __init__(self, ds: Any, indices: torch.Tensor) -> None:
+    def __init__(self, ds: Refreshable, indices: torch.Tensor) -> None:
         self.ds, self.indices = ds, indices.tolist()
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> Any:
-        return self.ds._canonical(self.indices[k])  # never the CPU path's proxied, augmented view
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+        return self.ds.canonical(self.indices[k])  # never the CPU path's proxied, augmented view
 
 
 def _check_device(model: nn.Module, device: Union[str, torch.device, None]) -> torch.device:
     """The device to run on: the model's; a ``device`` that is not the model's is refused."""
-    own = _model_device(model)
+    own = model_device(model)
     if device is None:
         return own
     device = torch.device(device)
@@ -158,24 +79,163 @@ def _on_every_rank(shard: Any, step: Callable[[], Any]) -> Any:
     return result
 
 
-def _labels(y: Any) -> torch.Tensor:
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, one per image; got a batch of shape {tuple(y.shape)} and dtype {y.dtype}.")
-    return y.long()
+class _Refresh:
+    """One refresh: the settings, and the stages that use them."""
+
+    def __init__(self, model: nn.Module, ds: Refreshable, spec: MapSpec, **settings: Any) -> None:
+        self.model, self.ds, self.spec = model, ds, spec
+        self.layers = resolve_layers(model, spec.layer, None, spec.reshape) if spec.layer is not None else None
+        self.__dict__.update(settings)  # select, target, fraction, preprocess, batch_size, ...
+        self.shard = shard_context(self.distributed)
+
+    # -- candidates ----------------------------------------------------------------------------
+    def candidates(self, n: int) -> Tuple[torch.Tensor, str]:
+        """``indices`` if given, else the mistakes observed (on any rank), else every sample."""
+        if self.indices is not None:
+            given = self.indices if isinstance(self.indices, torch.Tensor) else torch.as_tensor(list(self.indices), dtype=torch.long)
+            return check_index("indices", given, size=n).cpu(), "indices"
+        observed = self.ds.mistakes.compute(self.shard)
+        if observed.numel():
+            return observed, "observed"
+        return torch.arange(n), "all"
+
+    def mine(self, items: torch.Tensor) -> torch.Tensor:
+        """This rank's share of ``items``."""
+        return items[self.shard.positions(items.numel())] if self.shard else items
+
+    # -- reading images ------------------------------------------------------------------------
+    def batches(self, idx: torch.Tensor, desc: str) -> Iterable[Any]:
+        loader = DataLoader(_Items(self.ds, idx), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        if self.show:
+            from tqdm.auto import tqdm
+
+            return tqdm(loader, desc=desc, unit="batch", leave=False)
+        return loader
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the device, as the model sees it in training."""
+        if self.preprocess is None and not x.is_floating_point():
+            raise TypeError(
+                f"the dataset yields {x.dtype} images; pass preprocess= converting them as your training loop "
+                "does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
+            )
+        x = x.to(self.device, non_blocking=True)
+        if self.preprocess is None:
+            return x
+        try:
+            out = self.preprocess(x)
+        except TypeError as err:
+            if x.is_floating_point():
+                raise
+            raise TypeError(
+                f"preprocess failed on the dataset's {x.dtype} images ({err}); make it convert them first, as your "
+                "training loop does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
+            ) from err
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise TypeError(
+                f"preprocess returned {out.dtype if isinstance(out, torch.Tensor) else type(out).__name__} images; "
+                "expected floating point. Add v2.ToDtype(torch.float32, scale=True) to it."
+            )
+        return out
+
+    # -- scan ----------------------------------------------------------------------------------
+    def scan(self, idx: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Which of ``idx`` the model gets wrong, and the selection policy's scores (CPU)."""
+        wrong_parts: List[torch.Tensor] = []
+        score_parts: List[torch.Tensor] = []
+        lo = hi = None  # the extremes of the float images, checked after the scan: no sync per batch
+        with torch.no_grad():
+            for x, y in self.batches(idx, "proxyaug scan"):
+                if x.is_floating_point():
+                    lo_b, hi_b = x.aminmax()
+                    lo = lo_b if lo is None else torch.minimum(lo, lo_b)
+                    hi = hi_b if hi is None else torch.maximum(hi, hi_b)
+                lg = extract_logits(self.model(self.prepare(x)), self.spec.logits)
+                y = check_labels("labels", y).to(lg.device, non_blocking=True)
+                # kept on the device: one host transfer after the scan, not one sync per batch
+                wrong_parts.append(lg.argmax(dim=1) != y)
+                s = scores(self.select, lg, y)
+                if s is not None:
+                    score_parts.append(s)
+        if lo is not None:
+            check_unit_range("the scanned images", float(lo), float(hi))
+        wrong = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
+        return wrong, (torch.cat(score_parts).cpu() if score_parts else None)
+
+    def gather_scan(self, wrong: torch.Tensor, score: Optional[torch.Tensor], n: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Every rank's scan results, in candidate order, on every rank."""
+        if not self.shard:
+            return wrong, score
+        wrong = self.shard.gather_rows(wrong.to(torch.uint8), n, ()).bool()
+        if self.select not in ("wrong", "random"):
+            score = self.shard.gather_rows(score if score is not None else torch.empty(0), n, ())
+        return wrong, score
+
+    # -- attend --------------------------------------------------------------------------------
+    def attend(self, chosen: torch.Tensor) -> Optional[torch.Tensor]:
+        """The maps of samples ``chosen`` (this rank's share)."""
+        parts: List[torch.Tensor] = []
+        for x, y in self.batches(chosen, "proxyaug maps"):
+            x = self.prepare(x)
+            if self.layers is None:
+                self.layers = resolve_layers(self.model, None, x, self.spec.reshape)
+            cls = check_labels("labels", y).to(self.device) if self.target == "label" else None
+            parts.append(compute_cams(self.model, x, self.layers, self.spec, cls, progress=bool(self.show)))
+        return torch.cat(parts) if parts else None
+
+    def gather_maps(self, maps: Optional[torch.Tensor], chosen: int) -> Optional[torch.Tensor]:
+        """Every rank's maps, in chosen order, on every rank."""
+        if not self.shard or not chosen:
+            return maps
+        local = maps if maps is not None else torch.empty(0, 0, 0)
+        h, w = self.shard.max(torch.tensor(local.shape[-2:] if maps is not None else (0, 0))).tolist()
+        return self.shard.gather_rows(local.reshape(-1, h, w), chosen, (h, w))
+
+
+def _finite(maps: Optional[torch.Tensor], chosen: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """Drop the maps that are not finite, with a warning: ``(samples, maps, skipped)``."""
+    if maps is None:
+        return chosen, None, 0
+    finite = torch.isfinite(maps).flatten(1).all(dim=1).cpu()
+    skipped = int((~finite).sum())
+    if skipped:
+        warnings.warn(
+            f"{skipped} of {chosen.numel()} attention maps were not finite (NaN or inf in the model's "
+            "activations or gradients at the target layer); those samples get no map this round.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return chosen[finite], maps[finite.to(maps.device)], skipped
+    return chosen, maps, 0
+
+
+def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The maps' ``(h, w)``, with a warning when they are too coarse to be useful."""
+    if maps is None or not written.numel():
+        return None
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if h * w <= 4:
+        warnings.warn(
+            f"the maps are {h}x{w}: too coarse to single out what misled the model. Pick an "
+            "earlier target layer with layer= (a finer stage), or feed larger images.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return h, w
 
 
 def refresh(
     model: nn.Module,
-    ds: Any,
+    ds: Refreshable,
+    *,
+    spec: Optional[MapSpec] = None,
     method: Any = "gradcam++",
+    layer: LayerSpec = None,
     fraction: float = 0.2,
     select: str = "wrong",
     target: str = "pred",
-    layer: LayerSpec = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     batch_size: int = 128,
-    *,
     seed: Optional[int] = None,
     indices: Optional[Iterable[int]] = None,
     reset: bool = False,
@@ -190,16 +250,16 @@ def refresh(
 ) -> RefreshReport:
     """Recompute attention maps for a fraction of the training images the model gets wrong.
 
-    1. **Scan**: predict the candidate images in eval mode under ``no_grad``, in batches. The
-       candidates are ``indices`` if given, else the samples that [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]
+    1. **Candidates**: ``indices`` if given, else the samples that [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]
        recorded as wrong since the last refresh, else the whole dataset. Refreshing given ``indices``
        uses up only their observations; the others wait for the next refresh.
-    2. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
+    2. **Scan**: predict the candidate images in eval mode under ``no_grad``, in batches.
+    3. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
        (``select="wrong"``); other policies (``"loss"``, ``"margin"``, ``"entropy"``, ``"random"``)
        choose as many images by their own rule, see [`proxyaug.selection`][proxyaug.selection].
-    3. **Attention**: native batched maps (``method``) at ``layer`` for the chosen images, for the
+    4. **Attend**: native batched maps (``method``) at ``layer`` for the chosen images, for the
        predicted class (``target="pred"``, the thesis' choice) or the label.
-    4. **Commit**: the new maps go into ``ds.bank`` in one step (at the samples' bank rows, see
+    5. **Commit**: the new maps go into ``ds.bank`` in one step (at the samples' bank rows, see
        [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]); other samples keep their earlier maps
        unless ``reset``, which drops them even when no new map is written.
 
@@ -216,12 +276,14 @@ def refresh(
     Args:
         model: the classifier being trained; left exactly as found (DDP, DataParallel and
             ``torch.compile`` wrappers are looked through).
-        ds: a [`ProxyDataset`][proxyaug.ProxyDataset].
+        ds: a [`ProxyDataset`][proxyaug.ProxyDataset], or any [`Refreshable`][proxyaug.protocol.Refreshable].
+        spec: a [`MapSpec`][proxyaug.attention.MapSpec] holding ``method``, ``layer``, ``reshape``,
+            ``logits``, ``eigen_smooth`` and ``smooth_sigma`` instead (then leave those unset).
         method: ``"gradcam++"`` (thesis default) or any method [`attention_maps()`][proxyaug.attention_maps] takes.
+        layer: target layer(s) (module, name or list); ``None`` finds it.
         fraction: share of the wrong images that get a map, in (0, 1] (thesis: 0.2).
         select: ``"wrong"`` (thesis), ``"loss"``, ``"margin"``, ``"entropy"`` or ``"random"``.
         target: ``"pred"`` or ``"label"``: the class whose evidence the map shows.
-        layer: target layer(s) (module, name or list); ``None`` finds it.
         preprocess: applied to each batch on the device before the model (e.g. normalisation),
             so the model sees what it sees in training.
         batch_size: images per forward pass.
@@ -257,158 +319,43 @@ def refresh(
         True
     """
     start = time.perf_counter()
-    method, cam_class = resolve_method(method)
-    fraction = check_unit_interval("fraction", fraction, low_open=True)
-    select = check_choice("select", select, SELECT)
-    if smooth_sigma is not None and not smooth_sigma > 0:
-        raise ValueError(f"smooth_sigma={smooth_sigma!r} is not valid; expected a positive number or None.")
-    target = check_choice("target", target, TARGETS)
-    batch_size = check_positive_int("batch_size", batch_size)
+    spec = MapSpec.of(
+        spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape, logits=logits,
+        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
+    )
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable (e.g. torchvision.transforms.v2.Normalize); got {type(preprocess).__name__}.")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    if cam_class is None and method not in GRADIENT_FREE:
-        check_grad_mode(f"refresh(method={method!r})")  # now, not after the scan
+    if spec.needs_grad and spec.native:
+        check_grad_mode(f"refresh(method={spec.name!r})")  # now, not after the scan
+    check_refreshable(ds)
     model = unwrap(model)
-    bank = getattr(ds, "bank", None)
-    if bank is None or not hasattr(ds, "_observed_candidates"):
-        raise TypeError(f"ds must be a proxyaug.ProxyDataset holding its bank; got {type(ds).__name__}.")
-    ds._check_length()
-    n = len(ds.dataset)  # the base samples: with proxies="append", the originals only
-    device = _check_device(model, device)
-    layers = resolve_layers(model, layer, None, reshape) if layer is not None else None
-
-    shard = shard_context(distributed)
-    if indices is not None:
-        given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
-        candidates, source = check_index("indices", given, size=n).cpu(), "indices"
-    else:
-        candidates = ds._observed_candidates(shard)
-        source = "observed" if candidates is not None else "all"
-        if candidates is None:
-            candidates = torch.arange(n)
-    n_candidates = candidates.numel()
-    my_candidates = candidates[shard.positions(n_candidates)] if shard else candidates
-    show = progress if progress is not None else math.ceil(candidates.numel() / batch_size) >= 20
-
-    def batches(idx: torch.Tensor, desc: str) -> Iterable[Any]:
-        loader = DataLoader(_Items(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        if show:
-            from tqdm.auto import tqdm
-
-            return tqdm(loader, desc=desc, unit="batch", leave=False)
-        return loader
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        if preprocess is None and not x.is_floating_point():
-            raise TypeError(
-                f"the dataset yields {x.dtype} images; pass preprocess= converting them as your training loop "
-                "does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
-            )
-        x = x.to(device, non_blocking=True)
-        if preprocess is None:
-            return x
-        try:
-            out = preprocess(x)
-        except TypeError as err:
-            if x.is_floating_point():
-                raise
-            raise TypeError(
-                f"preprocess failed on the dataset's {x.dtype} images ({err}); make it convert them first, as your "
-                "training loop does, e.g. v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])."
-            ) from err
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(
-                f"preprocess returned {out.dtype if isinstance(out, torch.Tensor) else type(out).__name__} images; "
-                "expected floating point. Add v2.ToDtype(torch.float32, scale=True) to it."
-            )
-        return out
-
-    def scan() -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        wrong_parts: List[torch.Tensor] = []
-        score_parts: List[torch.Tensor] = []
-        lo = hi = None  # the extremes of the float images, checked after the scan: no sync per batch
-        with torch.no_grad():
-            for x, y, _ in batches(my_candidates, "proxyaug scan"):
-                if x.is_floating_point():
-                    lo_b, hi_b = x.aminmax()
-                    lo = lo_b if lo is None else torch.minimum(lo, lo_b)
-                    hi = hi_b if hi is None else torch.maximum(hi, hi_b)
-                lg = _logits(model(prepare(x)), logits)
-                y = _labels(y).to(lg.device, non_blocking=True)
-                # kept on the device: one host transfer after the scan, not one sync per batch
-                wrong_parts.append(lg.argmax(dim=1) != y)
-                s = scores(select, lg, y)
-                if s is not None:
-                    score_parts.append(s)
-        if lo is not None:
-            check_unit_range("the scanned images", float(lo), float(hi))
-        wrong = torch.cat(wrong_parts).cpu() if wrong_parts else torch.empty(0, dtype=torch.bool)
-        return wrong, (torch.cat(score_parts).cpu() if score_parts else None)
-
-    def attend(chosen: torch.Tensor) -> Optional[torch.Tensor]:
-        nonlocal layers
-        parts: List[torch.Tensor] = []
-        for x, y, _ in batches(chosen, "proxyaug maps"):
-            x = prepare(x)
-            if layers is None:
-                layers = resolve_layers(model, None, x, reshape)
-            cls = _labels(y).to(device) if target == "label" else None
-            parts.append(
-                compute_cams(
-                    model, x, layers, method, cls, cam_class=cam_class, logits=logits,
-                    eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma, progress=bool(show),
-                )
-            )
-        return torch.cat(parts) if parts else None
-
+    run = _Refresh(
+        model, ds, spec, fraction=check_unit_interval("fraction", fraction, low_open=True),
+        select=check_choice("select", select, SELECT), target=check_choice("target", target, TARGETS),
+        preprocess=preprocess, batch_size=check_positive_int("batch_size", batch_size), indices=indices,
+        num_workers=num_workers, device=_check_device(model, device), distributed=distributed,
+    )
+    candidates, source = run.candidates(ds.num_samples)
+    run.show = progress if progress is not None else math.ceil(candidates.numel() / batch_size) >= 20
     with eval_mode(model):
         # a rank that fails tells the others before the next collective, so that all of them raise
         # instead of waiting for it forever
-        wrong_mask, score = _on_every_rank(shard, scan)
-        if shard:  # every rank gets every rank's results, in candidate order
-            wrong_mask = shard.gather_rows(wrong_mask.to(torch.uint8), n_candidates, ()).bool()
-            if select not in ("wrong", "random"):
-                score = shard.gather_rows(score if score is not None else torch.empty(0), n_candidates, ())
+        wrong, score = run.gather_scan(*_on_every_rank(run.shard, lambda: run.scan(run.mine(candidates))), candidates.numel())
         scan_end = time.perf_counter()
-        chosen = choose(select, candidates, wrong_mask, score, fraction, ds.refreshes if seed is None else seed)
-        my_chosen = chosen[shard.positions(chosen.numel())] if shard else chosen
-        maps = _on_every_rank(shard, lambda: attend(my_chosen))
+        chosen = choose(run.select, candidates, wrong, score, run.fraction, ds.refreshes if seed is None else seed)
+        maps = run.gather_maps(_on_every_rank(run.shard, lambda: run.attend(run.mine(chosen))), chosen.numel())
     end = time.perf_counter()
-
-    if shard and chosen.numel():
-        local = maps if maps is not None else torch.empty(0, 0, 0)
-        h, w = shard.max(torch.tensor(local.shape[-2:] if maps is not None else (0, 0))).tolist()
-        maps = shard.gather_rows(local.reshape(-1, h, w), chosen.numel(), (h, w))
-    written, skipped = chosen, 0
-    if maps is not None:
-        finite = torch.isfinite(maps).flatten(1).all(dim=1).cpu()
-        skipped = int((~finite).sum())
-        if skipped:
-            warnings.warn(
-                f"{skipped} of {chosen.numel()} attention maps were not finite (NaN or inf in the model's "
-                "activations or gradients at the target layer); those samples get no map this round.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            written, maps = chosen[finite], maps[finite.to(maps.device)]
-    resolution = (int(maps.shape[-2]), int(maps.shape[-1])) if maps is not None and written.numel() else None
-    if resolution is not None and resolution[0] * resolution[1] <= 4:
-        warnings.warn(
-            f"the maps are {resolution[0]}x{resolution[1]}: too coarse to single out what misled the model. Pick an "
-            "earlier target layer with layer= (a finer stage), or feed larger images.",
-            UserWarning,
-            stacklevel=2,
-        )
+    written, maps, skipped = _finite(maps, chosen)
     report = RefreshReport(
-        scanned=n_candidates, wrong=int(wrong_mask.sum()), chosen=chosen.numel(), written=written.numel(),
-        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=method,
-        layer=",".join(t.name for t in layers) if layers else "", indices=written, source=source,
-        skipped=skipped, select=select, world_size=shard.world_size if shard else 1, computed=my_chosen.numel(),
-        rows=ds.rows(written) if hasattr(ds, "rows") else written, resolution=resolution,
+        scanned=candidates.numel(), wrong=int(wrong.sum()), chosen=chosen.numel(), written=written.numel(),
+        seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=spec.name,
+        layer=",".join(t.name for t in run.layers) if run.layers else "", indices=written, source=source,
+        skipped=skipped, select=run.select, world_size=run.shard.world_size if run.shard else 1,
+        computed=run.mine(chosen).numel(), rows=ds.rows(written), resolution=_resolution(maps, written),
     )
-    ds._commit(
+    ds.commit(
         written if maps is not None and written.numel() else None, maps, reset=reset, report=report,
         scanned=candidates if source == "indices" else None,
     )

@@ -220,7 +220,7 @@ def test_pickling_for_a_spawn_worker_leaves_the_bank_unshared(base):
     ds.bank.put(torch.tensor([1]), torch.rand(1, 3, 3))
     ds.observe(torch.tensor([0]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.tensor([0]))
     ForkingPickler(io.BytesIO()).dump(ds)
-    assert not ds.bank.maps.is_shared() and not ds.bank.present.is_shared() and not ds._wrong.is_shared()
+    assert not ds.bank.maps.is_shared() and not ds.bank.present.is_shared() and not ds.mistakes.flags.is_shared()
     ds.bank.put(torch.tensor([2]), torch.rand(1, 5, 5), clear_others=True)  # so it can still change resolution
     assert ds.bank.resolution == (5, 5)
 

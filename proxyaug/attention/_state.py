@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import torch
 from torch import nn
 
 
@@ -79,3 +80,17 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
         for p, g, f in zip(params, grads, flags):
             p.grad = g
             p.requires_grad_(f)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); the CPU for a model with neither.
+
+    Examples:
+        >>> model_device(nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

@@ -69,8 +69,9 @@ def adapter_cams(
     x: torch.Tensor,
     layers: List[TargetLayer],
     cam_class: Type,
-    targets: Optional[torch.Tensor],
-    size: Optional[Sequence[int]],
+    *,
+    targets: Optional[torch.Tensor] = None,
+    size: Optional[Sequence[int]] = None,
     eigen_smooth: bool = False,
     progress: bool = True,
 ) -> Tuple[torch.Tensor, Tuple[int, int]]:

@@ -16,7 +16,7 @@ How a native map is computed, and why it costs about one forward pass:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,88 +24,14 @@ from torch import nn
 from .._checks import check_images
 from ..functional import gaussian_blur, normalize_maps, upsample_maps
 from ._state import eval_mode, unwrap
-from .adapter import adapter_cams, adapter_methods
+from .adapter import adapter_cams
 from .layers import LayerSpec, Reshape, TargetLayer, resolve_layers
-from .methods import EIGEN, GRADIENT_FREE, NATIVE_METHODS, contributions, eigen_projection
+from .methods import EIGEN, contributions, eigen_projection
+from .spec import LogitsFn, MapSpec, check_grad_mode, extract_logits
 
-__all__ = ["attention_maps", "compute_cams", "resolve_method", "default_logits"]
+__all__ = ["attention_maps", "compute_cams", "map_resolution"]
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
-LogitsFn = Callable[[Any], torch.Tensor]
-
-_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
-
-
-def _key(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
-
-
-def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
-    """``(name, None)`` for a native method, ``(name, class)`` for one run through pytorch-grad-cam.
-
-    ``method`` is a name (case, ``_`` and ``-`` ignored: ``"GradCAM++"``, ``"score_cam"``) or a
-    pytorch-grad-cam class. A class always runs through the adapter, so passing
-    ``pytorch_grad_cam.GradCAM`` gives pytorch-grad-cam's own implementation.
-
-    Examples:
-        >>> resolve_method("Grad-CAM++")
-        ('gradcam++', None)
-        >>> resolve_method("score_cam")[1].__name__
-        'ScoreCAM'
-    """
-    if isinstance(method, type):
-        from pytorch_grad_cam.base_cam import BaseCAM
-
-        if issubclass(method, BaseCAM):
-            return method.__name__, method
-        raise TypeError(f"method={method.__name__} is not a pytorch-grad-cam CAM class; expected a name or a BaseCAM subclass.")
-    if isinstance(method, str):
-        key = _ALIASES.get(_key(method), _key(method))
-        if key in NATIVE_METHODS:
-            return key, None
-        others = adapter_methods()
-        if key in others:
-            return key, others[key]
-    names = list(NATIVE_METHODS) + sorted(set(adapter_methods()) - set(NATIVE_METHODS))
-    raise ValueError(
-        f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native) "
-        f"or a pytorch-grad-cam method: {', '.join(n for n in names if n not in NATIVE_METHODS)}."
-    )
-
-
-def default_logits(output: Any) -> torch.Tensor:
-    """The logits in a model's output: a tensor, the first item of a tuple, ``["logits"]`` or ``.logits``.
-
-    Examples:
-        >>> default_logits({"logits": torch.zeros(2, 3), "aux": 1.0}).shape
-        torch.Size([2, 3])
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
-    if isinstance(getattr(output, "logits", None), torch.Tensor):
-        return output.logits
-    if isinstance(output, Mapping):
-        raise TypeError(
-            f"the model returned a {type(output).__name__} with keys {sorted(map(str, output))}; expected logits "
-            "under the key 'logits'. Pass logits= a function that picks them, e.g. logits=lambda out: out['scores']."
-        )
-    raise TypeError(
-        f"the model returned a {type(output).__name__}; expected logits (B, num_classes) or a tuple, dict or object "
-        "holding them. Pass logits= a function that picks them from the model's output."
-    )
-
-
-def _logits(output: Any, extract: Optional[LogitsFn]) -> torch.Tensor:
-    lg = (extract or default_logits)(output)
-    if not isinstance(lg, torch.Tensor) or lg.ndim != 2:
-        got = tuple(lg.shape) if isinstance(lg, torch.Tensor) else type(lg).__name__
-        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes) (pass logits= to pick them).")
-    return lg
-
 
 class _WithLogits(nn.Module):
     """The model with its logits picked out, for code that expects a tensor output."""
@@ -115,7 +41,7 @@ class _WithLogits(nn.Module):
         self.model, self.extract = model, extract
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _logits(self.model(x), self.extract)
+        return extract_logits(self.model(x), self.extract)
 
 
 def _class_indices(target: Target, batch: int) -> Optional[torch.Tensor]:
@@ -139,15 +65,6 @@ def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     if t.device.type == "cpu" and (int(t.min()) < 0 or int(t.max()) >= classes):
         raise ValueError(f"target holds classes in [{int(t.min())}, {int(t.max())}] but the model has {classes} outputs.")
     return t.to(logits.device)
-
-
-def check_grad_mode(what: str) -> None:
-    """Gradient-based maps need autograd: refuse inference mode with a message that names it."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            f"{what} needs gradients, which torch.inference_mode() disables for good; call it outside the "
-            "inference_mode block (torch.no_grad() is fine: proxyaug enables what it needs)."
-        )
 
 
 def _record_layers(layers: List[TargetLayer], needs_grad: bool, records: Dict[int, torch.Tensor]):
@@ -184,17 +101,13 @@ def compute_cams(
     model: nn.Module,
     x: torch.Tensor,
     layers: List[TargetLayer],
-    method: str = "gradcam",
+    spec: MapSpec,
     target: Target = None,
     *,
-    cam_class: Optional[type] = None,
-    logits: Optional[LogitsFn] = None,
-    eigen_smooth: bool = False,
-    smooth_sigma: Optional[float] = None,
     size: Optional[Sequence[int]] = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Maps of ``x`` at ``layers``, leaving the model untouched.
+    """Maps of ``x`` at ``layers`` (already resolved) as ``spec`` says, leaving the model untouched.
 
     The model runs in eval mode (each module's flag restored afterwards), the hooks are removed in
     every case, no parameter gradient is written and no graph outlives the call. ``progress=False``
@@ -208,43 +121,72 @@ def compute_cams(
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
         >>> x = torch.rand(2, 3, 8, 8)
         >>> layers = resolve_layers(net, None, x)
-        >>> compute_cams(net, x, layers, "layercam").shape
+        >>> compute_cams(net, x, layers, MapSpec("layercam")).shape
         torch.Size([2, 8, 8])
     """
     model = unwrap(model)
+    if spec.needs_grad and spec.native:
+        check_grad_mode(f"method={spec.name!r}")
+    if not spec.native:
+        return _adapter(model, x, layers, spec, target, size=size, progress=progress)
+    records, grads = _activations_and_gradients(model, x, layers, spec, target)
     image_size = tuple(x.shape[-2:])
-    if cam_class is None and method not in GRADIENT_FREE:
-        check_grad_mode(f"method={method!r}")
-    if cam_class is not None:
-        if smooth_sigma is not None:
-            raise ValueError(f"smooth_sigma={smooth_sigma!r} is supported by the native methods only; got method={method!r}.")
-        classes = _class_indices(target, x.shape[0])
-        try:
-            maps, low = adapter_cams(_WithLogits(model, logits), x, layers, cam_class, classes, size, eigen_smooth, progress)
-        except RuntimeError as err:  # pytorch-grad-cam's gradient methods under inference mode
-            if torch.is_inference_mode_enabled():
-                check_grad_mode(f"method={method!r}")
-            raise err
-        if size is None:
-            maps = normalize_maps(nn.functional.adaptive_avg_pool2d(maps[:, None], low)[:, 0])
-        return maps
+    cams = []
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for i, layer in enumerate(layers):
+            act = layer.to_nchw(records[i].detach(), image_size).float()
+            grad = layer.to_nchw(grads[i], image_size).float() if grads[i] is not None else None
+            contrib = contributions(spec.name, act, grad)
+            cam = eigen_projection(contrib) if (spec.name in EIGEN or spec.eigen_smooth) else contrib.sum(dim=1)
+            cam = cam.clamp_min(0)
+            if spec.smooth_sigma is not None:
+                cam = gaussian_blur(cam[:, None], spec.smooth_sigma)[:, 0]
+            cams.append(normalize_maps(cam))
+    if len(cams) == 1:
+        return cams[0] if size is None else upsample_maps(cams[0], size)[:, 0]
+    common = tuple(size) if size is not None else max((tuple(c.shape[-2:]) for c in cams), key=lambda s: s[0] * s[1])
+    resized = [nn.functional.interpolate(c[:, None], size=common, mode="bilinear", align_corners=False)[:, 0] for c in cams]
+    return normalize_maps(torch.stack(resized).clamp_min(0).mean(dim=0))
 
-    needs_grad = method not in GRADIENT_FREE
+
+def _adapter(
+    model: nn.Module, x: torch.Tensor, layers: List[TargetLayer], spec: MapSpec, target: Target, *, size: Any, progress: bool
+) -> torch.Tensor:
+    """A pytorch-grad-cam method's maps, at the first layer's resolution unless ``size``."""
+    classes = _class_indices(target, x.shape[0])
+    try:
+        maps, low = adapter_cams(
+            _WithLogits(model, spec.logits), x, layers, spec.cam_class,
+            targets=classes, size=size, eigen_smooth=spec.eigen_smooth, progress=progress,
+        )
+    except RuntimeError:  # pytorch-grad-cam's gradient methods under inference mode
+        if torch.is_inference_mode_enabled():
+            check_grad_mode(f"method={spec.name!r}")
+        raise
+    if size is None:
+        maps = normalize_maps(nn.functional.adaptive_avg_pool2d(maps[:, None], low)[:, 0])
+    return maps
+
+
+def _activations_and_gradients(
+    model: nn.Module, x: torch.Tensor, layers: List[TargetLayer], spec: MapSpec, target: Target
+) -> Tuple[Dict[int, torch.Tensor], List[Optional[torch.Tensor]]]:
+    """Steps 1 and 2 of the module docstring: each layer's output, and the target score's gradient there."""
     records: Dict[int, torch.Tensor] = {}
-    handles = _record_layers(layers, needs_grad, records)
+    handles = _record_layers(layers, spec.needs_grad, records)
     try:
         with eval_mode(model), torch.no_grad():
             out = model(x)
     finally:
         for h in handles:
             h.remove()
-    lg = _logits(out, logits)
+    lg = extract_logits(out, spec.logits)
     missing = [t.name for i, t in enumerate(layers) if i not in records]
     if missing:
         raise ValueError(f"the target layer(s) {missing} were not called in the forward pass; pass layer= modules the model uses.")
     order = sorted(records)
     grads: List[Optional[torch.Tensor]] = [None] * len(layers)
-    if needs_grad:
+    if spec.needs_grad:
         cls = _targets(target, lg)
         with torch.enable_grad():  # the caller may be under no_grad
             score = lg.gather(1, cls.view(-1, 1)).sum()
@@ -255,24 +197,7 @@ def compute_cams(
             if g is None:
                 raise ValueError(f"the logits do not depend on the target layer {layers[i].name!r}; pass layer= a module on the path to the output.")
             grads[i] = g
-    del out, lg
-
-    cams = []
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        for i, layer in enumerate(layers):
-            act = layer.to_nchw(records[i].detach(), image_size).float()
-            grad = layer.to_nchw(grads[i], image_size).float() if grads[i] is not None else None
-            contrib = contributions(method, act, grad)
-            cam = eigen_projection(contrib) if (method in EIGEN or eigen_smooth) else contrib.sum(dim=1)
-            cam = cam.clamp_min(0)
-            if smooth_sigma is not None:
-                cam = gaussian_blur(cam[:, None], smooth_sigma)[:, 0]
-            cams.append(normalize_maps(cam))
-    if len(cams) == 1:
-        return cams[0] if size is None else upsample_maps(cams[0], size)[:, 0]
-    common = tuple(size) if size is not None else max((tuple(c.shape[-2:]) for c in cams), key=lambda s: s[0] * s[1])
-    resized = [nn.functional.interpolate(c[:, None], size=common, mode="bilinear", align_corners=False)[:, 0] for c in cams]
-    return normalize_maps(torch.stack(resized).clamp_min(0).mean(dim=0))
+    return records, grads
 
 
 def attention_maps(
@@ -283,6 +208,7 @@ def attention_maps(
     target: Target = None,
     size: Optional[Sequence[int]] = None,
     *,
+    spec: Optional[MapSpec] = None,
     reshape: Optional[Reshape] = None,
     logits: Optional[LogitsFn] = None,
     eigen_smooth: bool = False,
@@ -313,6 +239,8 @@ def attention_maps(
         eigen_smooth: replace the channel sum by its first principal component (pytorch-grad-cam's
             ``eigen_smooth``).
         smooth_sigma: Gaussian smoothing of the low-resolution map, in map pixels (native methods).
+        spec: a [`MapSpec`][proxyaug.attention.MapSpec] holding ``method``, ``layer``, ``reshape``,
+            ``logits``, ``eigen_smooth`` and ``smooth_sigma`` instead (then leave those unset).
 
     Returns:
         Float32 maps ``(B, h, w)`` in [0, 1], or ``(B, H, W)`` with ``size``: then equal to what
@@ -330,15 +258,13 @@ def attention_maps(
         torch.Size([2, 32, 32])
     """
     check_images("x", x)
-    name, cam_class = resolve_method(method)
-    if smooth_sigma is not None and not smooth_sigma > 0:
-        raise ValueError(f"smooth_sigma={smooth_sigma!r} is not valid; expected a positive number or None.")
-    model = unwrap(model)
-    layers = resolve_layers(model, layer, x, reshape)
-    return compute_cams(
-        model, x, layers, name, target, cam_class=cam_class, logits=logits,
-        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma, size=size,
+    spec = MapSpec.of(
+        spec, {"method": "gradcam"}, method=method, layer=layer, reshape=reshape, logits=logits,
+        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
     )
+    model = unwrap(model)
+    layers = resolve_layers(model, spec.layer, x, spec.reshape)
+    return compute_cams(model, x, layers, spec, target, size=size)
 
 
 def map_resolution(
@@ -347,6 +273,7 @@ def map_resolution(
     method: Any = "gradcam++",
     layer: LayerSpec = None,
     *,
+    spec: Optional[MapSpec] = None,
     reshape: Optional[Reshape] = None,
     logits: Optional[LogitsFn] = None,
 ) -> Tuple[int, int]:
@@ -363,6 +290,7 @@ def map_resolution(
             on the model's device.
         method: as in [`attention_maps()`][proxyaug.attention_maps].
         layer: as in [`attention_maps()`][proxyaug.attention_maps].
+        spec: a [`MapSpec`][proxyaug.attention.MapSpec] instead of ``method``, ``layer``, ``reshape``, ``logits``.
         reshape: as in [`attention_maps()`][proxyaug.attention_maps].
         logits: as in [`attention_maps()`][proxyaug.attention_maps].
 
@@ -378,6 +306,7 @@ def map_resolution(
     if isinstance(x, torch.Tensor) and x.ndim == 3:
         x = x.unsqueeze(0)
     check_images("x", x)
-    maps = attention_maps(model, x[:1], method, layer, reshape=reshape, logits=logits)
+    spec = MapSpec.of(spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape, logits=logits)
+    maps = attention_maps(model, x[:1], spec=spec)
     h, w = maps.shape[-2:]
     return int(h), int(w)

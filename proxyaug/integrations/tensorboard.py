@@ -52,7 +52,7 @@ def log_refresh(
     samples = report.indices[:images]  # sample indices: the images
     rows = dataset.rows(samples)  # bank rows: their maps (they differ with proxies="append")
     bank = dataset.bank
-    x = torch.stack([dataset.dataset[int(i)][0] for i in samples]).to(bank.device)
+    x = torch.stack([dataset.canonical(int(i))[0] for i in samples]).to(bank.device)
     maps, _ = bank.get(rows)
     transform = proxy if proxy is not None else ProxyTransform(bank)
     proxied = transform(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=x.device)})

@@ -1,0 +1,207 @@
+"""How to compute a map: [`MapSpec`][proxyaug.attention.MapSpec], the method names, and the logits in a model's output.
+
+One spec says everything a map depends on besides the model and the images: the method, the
+target layer(s), how to read a layer's output as ``(B, C, h, w)``, how to pick the logits, and
+smoothing. [`attention_maps()`][proxyaug.attention_maps], [`refresh()`][proxyaug.refresh.refresh]
+and [`map_resolution()`][proxyaug.attention.map_resolution] take one (``spec=``), or build it from
+their plain keyword arguments; it is validated once, when it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import torch
+
+from .adapter import adapter_methods
+from .layers import LayerSpec, Reshape
+from .methods import GRADIENT_FREE, NATIVE_METHODS
+
+__all__ = ["MapSpec", "resolve_method", "default_logits", "extract_logits", "check_grad_mode"]
+
+LogitsFn = Callable[[Any], torch.Tensor]
+
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
+    """``(name, None)`` for a native method, ``(name, class)`` for one run through pytorch-grad-cam.
+
+    ``method`` is a name (case, ``_`` and ``-`` ignored: ``"GradCAM++"``, ``"score_cam"``) or a
+    pytorch-grad-cam class. A class always runs through the adapter, so passing
+    ``pytorch_grad_cam.GradCAM`` gives pytorch-grad-cam's own implementation.
+
+    Examples:
+        >>> resolve_method("Grad-CAM++")
+        ('gradcam++', None)
+        >>> resolve_method("score_cam")[1].__name__
+        'ScoreCAM'
+    """
+    if isinstance(method, type):
+        try:
+            from pytorch_grad_cam.base_cam import BaseCAM
+        except ImportError:  # then no class can be one
+            BaseCAM = ()  # type: ignore[assignment,misc]
+        if BaseCAM and issubclass(method, BaseCAM):
+            return method.__name__, method
+        raise TypeError(f"method={method.__name__} is not a pytorch-grad-cam CAM class; expected a name or a BaseCAM subclass.")
+    if isinstance(method, str):
+        key = _ALIASES.get(_key(method), _key(method))
+        if key in NATIVE_METHODS:
+            return key, None
+        others = adapter_methods()
+        if key in others:
+            return key, others[key]
+    names = list(NATIVE_METHODS) + sorted(set(adapter_methods()) - set(NATIVE_METHODS))
+    raise ValueError(
+        f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native) "
+        f"or a pytorch-grad-cam method: {', '.join(n for n in names if n not in NATIVE_METHODS)}."
+    )
+
+
+def default_logits(output: Any) -> torch.Tensor:
+    """The logits in a model's output: a tensor, the first item of a tuple, ``["logits"]`` or ``.logits``.
+
+    Examples:
+        >>> default_logits({"logits": torch.zeros(2, 3), "aux": 1.0}).shape
+        torch.Size([2, 3])
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    if isinstance(output, Mapping):
+        raise TypeError(
+            f"the model returned a {type(output).__name__} with keys {sorted(map(str, output))}; expected logits "
+            "under the key 'logits'. Pass logits= a function that picks them, e.g. logits=lambda out: out['scores']."
+        )
+    raise TypeError(
+        f"the model returned a {type(output).__name__}; expected logits (B, num_classes) or a tuple, dict or object "
+        "holding them. Pass logits= a function that picks them from the model's output."
+    )
+
+
+def extract_logits(output: Any, extract: Optional[LogitsFn] = None) -> torch.Tensor:
+    """The ``(B, num_classes)`` logits in a model's ``output``, picked by ``extract`` (default [`default_logits()`][proxyaug.attention.default_logits]).
+
+    Examples:
+        >>> extract_logits((torch.zeros(2, 3), 'aux')).shape
+        torch.Size([2, 3])
+    """
+    lg = (extract or default_logits)(output)
+    if not isinstance(lg, torch.Tensor) or lg.ndim != 2:
+        got = tuple(lg.shape) if isinstance(lg, torch.Tensor) else type(lg).__name__
+        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes) (pass logits= to pick them).")
+    return lg
+
+
+
+
+def check_grad_mode(what: str) -> None:
+    """Gradient-based maps need autograd: refuse inference mode with a message that names it."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{what} needs gradients, which torch.inference_mode() disables for good; call it outside the "
+            "inference_mode block (torch.no_grad() is fine: proxyaug enables what it needs)."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSpec:
+    """How to compute an attention map: everything but the model and the images.
+
+    Args:
+        method: a method name or a pytorch-grad-cam class, see [`attention_maps()`][proxyaug.attention_maps]
+            (``"gradcam++"``, the thesis' choice, by default).
+        layer: the target layer(s): a module, its name or a list of them; ``None`` finds it.
+        reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs and Swin.
+        logits: picks the logits from the model's output when it is not a tensor.
+        eigen_smooth: the first principal component instead of the channel sum.
+        smooth_sigma: Gaussian smoothing of the low-resolution map, in map pixels (native methods).
+
+    Raises:
+        ValueError: an unknown method, a ``smooth_sigma`` that is not positive or is given to a
+            pytorch-grad-cam method.
+        TypeError: ``reshape`` or ``logits`` that is not callable, a class that is not a CAM.
+
+    Examples:
+        >>> spec = MapSpec("Grad-CAM", layer="features")
+        >>> spec.name, spec.needs_grad, spec.native
+        ('gradcam', True, True)
+        >>> MapSpec("eigencam").needs_grad
+        False
+        >>> spec.replace(method="layercam").name
+        'layercam'
+    """
+
+    method: Any = "gradcam++"
+    layer: LayerSpec = None
+    reshape: Optional[Reshape] = None
+    logits: Optional[LogitsFn] = None
+    eigen_smooth: bool = False
+    smooth_sigma: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        name, cam_class = resolve_method(self.method)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "cam_class", cam_class)
+        if self.smooth_sigma is not None and not self.smooth_sigma > 0:
+            raise ValueError(f"smooth_sigma={self.smooth_sigma!r} is not valid; expected a positive number or None.")
+        if self.smooth_sigma is not None and cam_class is not None:
+            raise ValueError(f"smooth_sigma={self.smooth_sigma!r} is supported by the native methods only; got method={name!r}.")
+        if self.reshape is not None and not callable(self.reshape):
+            raise TypeError(f"reshape must be a callable turning the layer's output into (B, C, h, w); got {type(self.reshape).__name__}.")
+        if self.logits is not None and not callable(self.logits):
+            raise TypeError(f"logits must be a callable picking the logits from the model's output; got {type(self.logits).__name__}.")
+
+    name: str = dataclasses.field(init=False, repr=False, compare=False)
+    """The normalised method name (``"gradcam++"``, ``"scorecam"``, or a class's name)."""
+    cam_class: Optional[type] = dataclasses.field(init=False, repr=False, compare=False)
+    """The pytorch-grad-cam class that computes it, or ``None`` for a native method."""
+
+    @property
+    def native(self) -> bool:
+        """Whether proxyaug computes it itself (else pytorch-grad-cam does, through the adapter)."""
+        return self.cam_class is None
+
+    @property
+    def needs_grad(self) -> bool:
+        """Whether it needs gradients (every method but EigenCAM, and every adapter method)."""
+        return not (self.native and self.name in GRADIENT_FREE)
+
+    def replace(self, **changes: Any) -> "MapSpec":
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def of(cls, spec: Optional["MapSpec"], defaults: Optional[Mapping[str, Any]] = None, **fields: Any) -> "MapSpec":
+        """``spec`` if given, else ``MapSpec(**fields)``: for functions that take either.
+
+        With ``spec``, every one of ``fields`` must hold its default (the caller's ``defaults``,
+        else the spec's), so that an argument is never silently ignored.
+
+        Examples:
+            >>> MapSpec.of(None, method="xgradcam").name
+            'xgradcam'
+            >>> MapSpec.of(MapSpec("layercam"), method="gradcam++").name
+            'layercam'
+        """
+        if spec is None:
+            return cls(**fields)
+        if not isinstance(spec, MapSpec):
+            raise TypeError(f"spec must be a proxyaug.attention.MapSpec; got {type(spec).__name__}.")
+        own = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+        own.update(defaults or {})
+        given = sorted(k for k, v in fields.items() if v is not own.get(k) and v != own.get(k))
+        if given:
+            raise ValueError(f"pass either spec= or {', '.join(given)}, not both (spec.replace({given[0]}=...) changes a field).")
+        return spec

@@ -1,0 +1,87 @@
+"""RefreshReport: what one refresh did."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["RefreshReport"]
+
+
+@dataclasses.dataclass(eq=False)
+class RefreshReport:
+    """What one [`refresh()`][proxyaug.refresh.refresh] did.
+
+    Attributes:
+        scanned: images whose predictions were checked.
+        wrong: of those, predicted wrongly.
+        chosen: images selected for a map (``fraction`` of ``wrong``, by the ``select`` policy).
+        written: maps written to the bank: ``chosen`` less ``skipped``.
+        seconds: wall time of the whole refresh.
+        scan_seconds: time of the scan (forward passes under ``no_grad``).
+        attention_seconds: time spent computing maps.
+        method: the CAM method used.
+        layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
+        indices: sample indices (of the wrapped dataset) that received a map, sorted (CPU ``int64``).
+        rows: the bank rows those maps went to (equal to ``indices`` unless ``proxies="append"``,
+            see [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]).
+        resolution: ``(h, w)`` of the maps written, or ``None`` when none was.
+        skipped: chosen images whose map was not finite (NaN or inf in the model's activations or
+            gradients); they get no map, and a warning says so.
+        source: ``"observed"`` when only indices recorded by ``observe`` were scanned, ``"indices"``
+            when the caller gave them, ``"all"`` for a full scan.
+        select: the selection policy.
+        world_size: ranks that shared the work (1 without ``torch.distributed``).
+        computed: maps this rank computed (its share of ``chosen``).
+
+    Examples:
+        >>> from torch.utils.data import TensorDataset
+        >>> import proxyaug as pa
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+        >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(6, 1, 4, 4), torch.tensor([0, 1] * 3)))
+        >>> report = ds.refresh(net, fraction=1.0)
+        >>> report.scanned, report.wrong == report.written, report.source
+        (6, True, 'all')
+    """
+
+    scanned: int
+    wrong: int
+    chosen: int
+    written: int
+    seconds: float
+    scan_seconds: float
+    attention_seconds: float
+    method: str
+    layer: str
+    indices: torch.Tensor
+    source: str
+    skipped: int = 0
+    select: str = "wrong"
+    world_size: int = 1
+    computed: int = 0
+    rows: Optional[torch.Tensor] = None
+    resolution: Optional[Tuple[int, int]] = None
+
+    @property
+    def images_per_s(self) -> float:
+        """Scanned images per second over the whole refresh."""
+        return self.scanned / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def maps_per_s(self) -> float:
+        """Maps per second of the attention step."""
+        return self.written / self.attention_seconds if self.attention_seconds > 0 else float("inf")
+
+    def __str__(self) -> str:
+        if self.wrong == 0:
+            return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); the bank is unchanged ({self.seconds:.2f} s)"
+        size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
+        return (
+            f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}, "
+            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
+            f"({self.images_per_s:.0f} images/s)"
+        )
