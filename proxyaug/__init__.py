@@ -9,8 +9,8 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import distributed, functional, selection, viz
-from .attention import attention_maps, find_target_layer
+from . import cpu_path, distributed, functional, items, layout, mistakes, protocol, selection, viz
+from .attention import MapSpec, attention_maps, find_target_layer
 from .bank import MaskBank
 from .dataset import ProxyDataset
 from .refresh import RefreshReport, refresh
@@ -23,6 +23,12 @@ __all__ = [
     "viz",
     "selection",
     "distributed",
+    "protocol",
+    "mistakes",
+    "layout",
+    "cpu_path",
+    "items",
+    "MapSpec",
     "MaskBank",
     "ProxyTransform",
     "ProxyDataset",

@@ -156,3 +156,23 @@ def test_pytorch_grad_cam_methods_work_under_no_grad(model):
     with torch.no_grad():
         got = pa.attention_maps(model, x, method="fullgrad")
     assert torch.allclose(got, expect)
+
+
+def test_without_pytorch_grad_cam_the_native_methods_work_and_the_others_name_the_extra(model, monkeypatch):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_grad_cam(name, *args, **kwargs):
+        if name.startswith("pytorch_grad_cam"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_grad_cam)
+    for mod in [m for m in sys.modules if m.startswith("pytorch_grad_cam")]:
+        monkeypatch.delitem(sys.modules, mod)
+    x = torch.rand(2, 3, 16, 16)
+    assert pa.attention_maps(model, x, method="gradcam++").shape == (2, 8, 8)
+    with pytest.raises(ValueError, match=r"method='scorecam' is not supported.*pip install 'proxyaug\[gradcam\]'"):
+        pa.attention_maps(model, x, method="scorecam")

@@ -57,10 +57,16 @@ def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
         others = adapter_methods()
         if key in others:
             return key, others[key]
-    names = list(NATIVE_METHODS) + sorted(set(adapter_methods()) - set(NATIVE_METHODS))
+    others = sorted(set(adapter_methods()) - set(NATIVE_METHODS))
+    if not others:  # pytorch-grad-cam is an optional dependency
+        raise ValueError(
+            f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native). "
+            "pytorch-grad-cam's other methods (scorecam, ablationcam, fullgrad, ...) need it installed: "
+            "pip install 'proxyaug[gradcam]'."
+        )
     raise ValueError(
         f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native) "
-        f"or a pytorch-grad-cam method: {', '.join(n for n in names if n not in NATIVE_METHODS)}."
+        f"or a pytorch-grad-cam method: {', '.join(others)}."
     )
 
 
@@ -107,7 +113,16 @@ def extract_logits(output: Any, extract: Optional[LogitsFn] = None) -> torch.Ten
 
 
 def check_grad_mode(what: str) -> None:
-    """Gradient-based maps need autograd: refuse inference mode with a message that names it."""
+    """Gradient-based maps need autograd: refuse inference mode with a message that names it.
+
+    Examples:
+        >>> check_grad_mode("refresh")  # outside inference mode: nothing to say
+        >>> with torch.inference_mode():
+        ...     check_grad_mode("refresh")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: refresh needs gradients, which torch.inference_mode() disables for good; call it outside the inference_mode block (torch.no_grad() is fine: proxyaug enables what it needs).
+    """
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             f"{what} needs gradients, which torch.inference_mode() disables for good; call it outside the "

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - albumentations brings numpy
+    raise ImportError("proxyaug.integrations.albumentations needs albumentations: pip install 'proxyaug[albumentations]'.") from None
 
 __all__ = ["Albumentations"]
 

@@ -12,9 +12,13 @@ import torch
 
 try:
     from lightning.pytorch import Callback
-except ImportError:  # pragma: no cover - the standalone package
-    from pytorch_lightning import Callback
+except ImportError:  # pragma: no cover - the standalone package, or neither
+    try:
+        from pytorch_lightning import Callback
+    except ImportError:
+        raise ImportError("proxyaug.integrations.lightning needs Lightning: pip install 'proxyaug[lightning]'.") from None
 
+from .. import functional as F
 from ..dataset import ProxyDataset
 from ..refresh import RefreshReport, refresh
 from ..schedule import PlateauSchedule, ProxySchedule
@@ -71,10 +75,10 @@ class ProxyAttention(Callback):
         dataset: ProxyDataset,
         schedule: Union[ProxySchedule, str, Sequence[Union[int, str]]] = "5,p,9,p,9,p,4",
         *,
-        mode: str = "blend",
-        threshold: float = 0.85,
-        weight: float = 0.1,
-        p: float = 1.0,
+        mode: str = F.DEFAULT_MODE,
+        threshold: float = F.DEFAULT_THRESHOLD,
+        weight: float = F.DEFAULT_WEIGHT,
+        p: float = F.DEFAULT_P,
         blur_sigma: Optional[float] = None,
         observe: Optional[bool] = None,
         preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
