@@ -30,7 +30,7 @@ from .attention.layers import LayerSpec, Reshape
 from .distributed import shard_context
 from .protocol import Refreshable, check_refreshable
 from .report import RefreshReport
-from .selection import SELECT, choose, scores
+from .selection import POLICIES, SELECT, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
 
@@ -167,7 +167,7 @@ class _Refresh:
         if not self.shard:
             return wrong, score
         wrong = self.shard.gather_rows(wrong.to(torch.uint8), n, ()).bool()
-        if self.select not in ("wrong", "random"):
+        if POLICIES[self.select].score is not None:
             score = self.shard.gather_rows(score if score is not None else torch.empty(0), n, ())
         return wrong, score
 

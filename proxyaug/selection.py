@@ -18,14 +18,60 @@ reproducible from its seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
-__all__ = ["SELECT", "budget", "scores", "select_subset", "choose"]
+__all__ = ["SELECT", "POLICIES", "Policy", "budget", "scores", "select_subset", "choose"]
 
-SELECT = ("wrong", "loss", "margin", "entropy", "random")
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A selection policy: it ranks by ``score`` (higher first), or draws at random from ``pool``.
+
+    Attributes:
+        score: ``(logits (N, C) float32, labels (N,)) -> (N,)`` scores, for a ranking policy.
+        pool: ``(indices (N,), wrong (N,) bool) -> indices`` to draw from, for a random policy.
+
+    Examples:
+        >>> POLICIES["loss"].score is not None, POLICIES["wrong"].pool(torch.arange(3), torch.tensor([True, False, True]))
+        (True, tensor([0, 2]))
+    """
+
+    score: Optional[Scorer] = None
+    pool: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="none")
+
+
+def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] < 2:
+        return torch.zeros(logits.shape[0], device=logits.device)
+    top2 = logits.log_softmax(dim=1).exp().topk(2, dim=1).values  # as computed since 0.1: same ties
+    return top2[:, 1] - top2[:, 0]  # minus the margin: the smallest margin scores highest
+
+
+def _entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logp = logits.log_softmax(dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+POLICIES: Dict[str, Policy] = {
+    "wrong": Policy(pool=lambda indices, wrong: indices[wrong]),
+    "loss": Policy(score=_loss),
+    "margin": Policy(score=_margin),
+    "entropy": Policy(score=_entropy),
+    "random": Policy(pool=lambda indices, wrong: indices),
+}
+"""The policies by name: a new one is one function and one line here."""
+
+SELECT = tuple(POLICIES)
 """The selection policies ``refresh(select=...)`` accepts."""
 
 
@@ -40,29 +86,15 @@ def budget(n_wrong: int, fraction: float) -> int:
 
 
 def scores(select: str, logits: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
-    """Per-image scores of the ranking policies (higher is chosen first), float32 on the logits' device.
+    """Per-image scores of a ranking policy (higher is chosen first), float32 on the logits' device; ``None`` for a random one.
 
     Examples:
         >>> logits = torch.tensor([[2.0, 0.0], [0.1, 0.0]])
         >>> scores("margin", logits, torch.tensor([0, 0])).argmax().item()  # the near tie
         1
     """
-    if select in ("wrong", "random"):
-        return None
-    logits = logits.detach().float()
-    if select == "loss":
-        s = torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="none")
-    else:
-        logp = logits.log_softmax(dim=1)
-        p = logp.exp()
-        if select == "entropy":
-            s = -(p * logp).sum(dim=1)
-        elif logits.shape[1] < 2:
-            s = torch.zeros(logits.shape[0], device=logits.device)
-        else:
-            top2 = p.topk(2, dim=1).values
-            s = top2[:, 1] - top2[:, 0]  # minus the margin: the smallest margin scores highest
-    return s
+    score = POLICIES[select].score
+    return None if score is None else score(logits.detach().float(), labels)
 
 
 def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -109,15 +141,14 @@ def choose(
     for name, value in (("wrong", wrong), ("score", score)):
         if value is not None and value.numel() != n:
             raise ValueError(f"{name} has {value.numel()} entries but indices has {n}; expected one per scanned index.")
-    if select not in ("wrong", "random") and score is None:
+    policy = POLICIES[select]
+    if policy.score is not None and score is None:
         raise ValueError(f"select={select!r} ranks by score; got score=None (compute it with scores()).")
     order = indices.argsort(stable=True)  # dataset-index order: the result ignores the input order
     indices, wrong = indices[order], wrong.to(torch.bool)[order.to(wrong.device)].cpu()
     k = budget(int(wrong.sum()), fraction)
-    if select == "wrong":
-        return _random(indices[wrong], k, seed)
-    if select == "random":
-        return _random(indices, k, seed)
+    if policy.pool is not None:
+        return _random(policy.pool(indices, wrong), k, seed)
     score = score[order.to(score.device)].cpu()
     top = torch.sort(score, descending=True, stable=True).indices[:k]  # stable: ties to the lower index
     return indices[top].sort().values
