@@ -212,8 +212,8 @@ def _single_index(x: torch.Tensor, idx: Any) -> torch.Tensor:
     """The index of a single ``(C, H, W)`` image (an int, a 0-d or a one-element tensor) as ``(1,)``."""
     if isinstance(idx, torch.Tensor) and idx.numel() != 1:
         raise ValueError(
-            f"x must have shape (B, C, H, W), or (C, H, W) with a single index; got shape {tuple(x.shape)} and idx of "
-            f"{idx.numel()} entries. Add a batch dimension with x.unsqueeze(0) for a single image."
+            f"x must have shape (B, C, H, W); got shape {tuple(x.shape)} and {idx.numel()} indices in idx, but a single "
+            "image (C, H, W) takes one index. Give a batch its channel dimension, e.g. x.unsqueeze(1) for gray images."
         )
     if isinstance(idx, torch.Tensor):
         idx = idx.reshape(1)

@@ -166,3 +166,66 @@ def test_malformed_state_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match=r"assign=True keeps the saved tensors as they are; expected floating maps and bool present"):
         bank.load_state_dict({"maps": torch.zeros(6, 2, 2), "present": torch.zeros(6, dtype=torch.uint8)}, assign=True)
     assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
+
+
+# -- a parent's cast leaves the bank's dtype and storage alone; moves still apply -----------------
+@pytest.mark.parametrize(
+    "cast, dtype",
+    [
+        (lambda m: m.double(), torch.float16),
+        (lambda m: m.half(), torch.float32),
+        (lambda m: m.float(), torch.float16),
+        (lambda m: m.bfloat16(), torch.float16),
+        (lambda m: m.to(torch.float64), torch.float16),
+        (lambda m: m.to(dtype=torch.float16), torch.float32),
+        (lambda m: m.type(torch.float64), torch.float16),
+    ],
+    ids=["double", "half", "float", "bfloat16", "to-float64", "to-dtype-kw", "type"],
+)
+def test_a_parents_cast_leaves_the_bank_as_it_is(cast, dtype):
+    bank = MaskBank(6, resolution=(4, 4), dtype=dtype)
+    bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4))
+    maps, present = bank.maps, bank.present
+    parent = torch.nn.Sequential(ProxyTransform(bank), torch.nn.Linear(2, 2))
+    cast(parent)
+    assert bank.maps is maps and bank.present is present  # not even a copy of the same dtype
+    assert bank.maps.dtype == dtype and bank.present.dtype == torch.bool
+
+
+def test_a_parents_cast_keeps_a_shared_memory_bank_shared():
+    bank = _saved((4, 4)).share_memory()
+    ptr = bank.maps.data_ptr()
+    torch.nn.Sequential(ProxyTransform(bank), torch.nn.Linear(2, 2)).double().half()
+    assert bank.maps.is_shared() and bank.present.is_shared() and bank.maps.data_ptr() == ptr
+    assert bank.maps.dtype == torch.float16
+
+
+def test_a_parents_move_moves_the_bank_and_keeps_its_dtype():
+    bank = _saved((4, 4))
+    proxy = ProxyTransform(bank)
+    proxy.to("meta")
+    assert bank.device.type == "meta" and bank.present.device.type == "meta" and bank.maps.dtype == torch.float16
+    bank = _saved((4, 4))
+    torch.nn.Sequential(ProxyTransform(bank)).to("meta", torch.float64)  # a move and a cast: only the move
+    assert bank.device.type == "meta" and bank.maps.dtype == torch.float16 and bank.present.dtype == torch.bool
+
+
+def test_a_cast_called_on_the_bank_itself_converts_it():
+    bank = _saved((4, 4))
+    before = bank.maps.float()
+    bank.double()
+    assert bank.maps.dtype == torch.float64 and bank.present.dtype == torch.bool
+    assert torch.equal(bank.maps.float(), before)
+    bank.half()
+    assert bank.maps.dtype == torch.float16
+    inner = _saved((4, 4))
+    torch.nn.Sequential(inner).double()
+    assert inner.maps.dtype == torch.float16  # and the parent's cast after it still does not
+
+
+def test_lookup_is_get_without_the_checks():
+    bank = _saved((4, 4))
+    idx = torch.tensor([3, 0, 1])
+    maps, present = bank.lookup(idx)
+    expect = bank.get(idx)
+    assert torch.equal(maps, expect[0]) and torch.equal(present, expect[1])

@@ -153,3 +153,24 @@ def test_sample_params_from_a_cpu_generator_copies_without_blocking(monkeypatch)
     params = F.sample_params(4, p=0.5, device="meta", generator=torch.Generator().manual_seed(0))
     assert params["apply"].device.type == "meta"
     assert calls and all(calls), "the host-to-device copy in sample_params() was blocking"
+
+
+def test_defaults_are_written_once():
+    import inspect
+
+    params = inspect.signature(F.replace).parameters
+    assert (params["mode"].default, params["threshold"].default, params["weight"].default, params["p"].default) == (
+        F.DEFAULT_MODE, F.DEFAULT_THRESHOLD, F.DEFAULT_WEIGHT, F.DEFAULT_P,
+    ) == ("blend", 0.85, 0.1, 1.0)
+    assert inspect.signature(F.sample_params).parameters["p"].default == F.DEFAULT_P
+
+
+def test_modes_are_a_registry_one_function_and_one_line_each(monkeypatch):
+    assert F.MODES == ("blend", "black", "mean", "blur") and isinstance(F.MODES, tuple)
+    x, maps = _case()
+    # a new mode: one function and one entry; MODES follows the registry
+    monkeypatch.setitem(F._FILLS, "white", lambda x, m, *, weight, blur_sigma: x.new_ones(()))
+    monkeypatch.setattr(F, "MODES", tuple(F._FILLS))
+    out = F.replace(x, maps, "white", threshold=0.6)
+    sel = _upsampled(maps, (8, 8)) > 0.6
+    assert torch.equal(out, torch.where(sel, torch.ones_like(x), x))

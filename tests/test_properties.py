@@ -104,3 +104,21 @@ def test_batches_of_other_sizes_than_earlier_ones(model, base, size):
     x = torch.rand(len(idx), 3, *size)
     out = proxy(x, idx)
     assert out.shape == x.shape and (out != x).flatten(1).any(1).all()
+
+
+@SETTINGS
+@given(batches(), modes, unit, st.integers(0, 2**31 - 1))
+def test_every_input_form_gives_the_same_images(case, mode, threshold, seed):
+    x, maps = case
+    b = x.shape[0]
+    bank = pa.MaskBank(b + 1, resolution=tuple(maps.shape[-2:]))
+    bank.put(torch.arange(b), pa.functional.normalize_maps(maps.clamp_min(0)))
+    idx = torch.randperm(b + 1, generator=torch.Generator().manual_seed(seed))[:b]
+    proxy = pa.ProxyTransform(bank, mode=mode, threshold=threshold)
+    expect = proxy(x, idx)
+    assert torch.equal(proxy((x, idx))[0], expect) and torch.equal(proxy([x, idx, idx])[0], expect)
+    assert torch.equal(proxy({"image": x, "idx": idx})["image"], expect)
+    assert torch.equal(proxy(x, idx.clone(), idx)[0], expect)
+    i = seed % b  # one (C, H, W) image: its row of the batch (up to the last bit: convolutions of 1 and B images differ)
+    torch.testing.assert_close(proxy(x[i], idx[i]), expect[i], rtol=0, atol=1e-6)
+    assert torch.equal(proxy(x[i], int(idx[i])), proxy(x[i], idx[i]))

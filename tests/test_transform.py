@@ -118,3 +118,46 @@ def test_per_batch_path_does_not_synchronise_on_cuda():
         bank.get(idx)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+# -- forward_parameters takes Kornia's batch_shape; repr; validate_args ----------------------------
+def test_forward_parameters_takes_the_batch_shape_as_kornia_does(bank):
+    proxy = ProxyTransform(bank, p=0.5)
+    draw = lambda shape: proxy.forward_parameters(shape, generator=torch.Generator().manual_seed(3))["apply"]  # noqa: E731
+    x = torch.rand(5, 3, 8, 8)
+    assert draw(x.shape).shape == (5,) and torch.equal(draw(x.shape), draw(5))  # an int B still works
+    assert torch.equal(draw((5, 3, 8, 8)), draw([5, 3, 8, 8]))
+    assert draw(x[0].shape).shape == (1,)  # (C, H, W): one image
+    assert proxy.forward_parameters(x.shape, device="meta")["apply"].device.type == "meta"
+    with pytest.raises(ValueError, match=r"batch_shape=\(3, 8\) is not valid; expected the images' shape \(B, C, H, W\)"):
+        proxy.forward_parameters((3, 8))
+    with pytest.raises(TypeError):
+        proxy.forward_parameters(x.shape, "cpu")  # device and generator are keyword-only
+
+
+def test_repr_names_every_setting(bank):
+    text = repr(ProxyTransform(bank, mode="blur", blur_sigma=2.0))
+    assert "mode='blur', threshold=0.85, weight=0.1, p=1.0, blur_sigma=2.0" in text and "validate_args" not in text
+    assert "blur_sigma=None, validate_args=False" in repr(ProxyTransform(bank, validate_args=False))
+
+
+def test_validate_args_false_skips_the_host_checks_only(bank):
+    proxy = ProxyTransform(bank, mode="black", validate_args=False)
+    proxy(torch.rand(2, 3, 8, 8) * 255, torch.tensor([0, 1]))  # no range check
+    assert proxy.check_range is True and proxy.validate_args is False
+    with pytest.raises(IndexError, match=r"index out of range"):
+        proxy(torch.rand(2, 3, 8, 8), torch.tensor([0, 6]))  # caught by the indexing kernel alone
+    with pytest.raises(ValueError, match=r"idx has 3 entries but the batch has 2 samples"):
+        proxy(torch.rand(2, 3, 8, 8), torch.tensor([0, 1, 2]))  # metadata is always checked
+    with pytest.raises(TypeError, match=r"idx must hold integer sample indices"):
+        proxy(torch.rand(2, 3, 8, 8), torch.tensor([0.0, 1.0]))
+
+
+def test_defaults_are_the_functional_ones():
+    import inspect
+
+    params = inspect.signature(ProxyTransform).parameters
+    assert params["mode"].default == F.DEFAULT_MODE == "blend"
+    assert params["threshold"].default == F.DEFAULT_THRESHOLD == 0.85
+    assert params["weight"].default == F.DEFAULT_WEIGHT == 0.1
+    assert params["p"].default == F.DEFAULT_P == 1.0
