@@ -198,8 +198,8 @@ class ProxyTransform(nn.Module):
 
 
 def _batch_size(batch_shape: Union[torch.Size, Sequence[int], int]) -> int:
-    if isinstance(batch_shape, int) and not isinstance(batch_shape, bool) and batch_shape >= 0:
-        return batch_shape
+    if isinstance(batch_shape, numbers.Integral) and not isinstance(batch_shape, bool) and batch_shape >= 0:
+        return int(batch_shape)
     if isinstance(batch_shape, (tuple, list, torch.Size)) and len(batch_shape) in (3, 4):
         return 1 if len(batch_shape) == 3 else int(batch_shape[0])
     raise ValueError(
