@@ -1,4 +1,4 @@
-"""The accuracy study harness (benchmarks/train.py) on tiny settings."""
+"""The accuracy study harness (benchmarks/study/, alias benchmarks.train) on tiny settings."""
 
 import csv
 import json
@@ -11,7 +11,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("kornia")
 pytest.importorskip("albumentations")
 
-from benchmarks import train  # noqa: E402
+from benchmarks import study as train  # noqa: E402
 from benchmarks.data import CUE_POSITIONS, load_data, split_fingerprint, split_pool  # noqa: E402
 
 KINDS = set(train.KINDS)
@@ -164,7 +164,7 @@ def test_random_mask_moves_the_mask_keeping_its_area():
     maps = torch.zeros(2, 8, 8)
     maps[:, 1:3, 2:6] = 1.0
     shifts = torch.tensor([[3, 1], [7, 5]])
-    moved = train._roll_maps(maps, shifts)
+    moved = train.roll_maps(maps, shifts)
     assert moved.sum((1, 2)).tolist() == maps.sum((1, 2)).tolist()
     assert moved[0, 4:6, 3:7].eq(1).all() and not moved[0].equal(maps[0])
     assert moved[1, 0:2, 7].eq(1).all() and moved[1, 0:2, 0:2].eq(1).all()  # wraps around

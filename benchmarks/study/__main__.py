@@ -1,0 +1,5 @@
+"""``python -m benchmarks.study``."""
+
+from .cli import main
+
+main()

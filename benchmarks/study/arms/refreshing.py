@@ -1,0 +1,85 @@
+"""What every arm that runs a refresh shares: Proxy Attention's settings, the refresh itself, and
+the mask statistics (share of training images with a map, masked area) the controls match."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+import proxyaug as pa
+
+from .base import Arm, Round
+
+# Proxy Attention's settings; the thesis' defaults. Every refreshing arm takes them (the controls
+# match the masks of the refresh they run); ``proxies`` is the proxy arm's, ``tries`` keepaugment's.
+PROXY_DEFAULTS: Dict[str, Any] = {
+    "method": "gradcam++", "mode": "blend", "threshold": 0.85, "weight": 0.1, "fraction": 0.2,
+    "select": "wrong", "proxies": "replace", "layer": None, "observe": False, "tries": 10,
+}
+
+
+def proxy_defaults(*extra: str) -> Dict[str, Any]:
+    """Proxy Attention's settings with ``extra`` of the kind-specific ones, in a fixed order."""
+    return {k: v for k, v in PROXY_DEFAULTS.items() if k not in ("proxies", "tries") or k in extra}
+
+
+def matched(settings: Dict[str, Any]) -> str:
+    """How a control is matched to the proxy masks, for the report."""
+    return f"area and share matched to {settings.get('method')} masks"
+
+
+class RefreshingArm(Arm):
+    """An arm that runs ``ds.refresh`` at every refresh point and measures the maps it made:
+    ``p`` (share of training images with a map) and ``area`` (mean share of an image's pixels
+    above the threshold). ``observe = true`` records each batch's mistakes for the next refresh."""
+
+    defaults = proxy_defaults()
+    refreshes = True
+
+    def __init__(self, spec: Dict[str, Any], context: Any) -> None:
+        super().__init__(spec, context)
+        self.p, self.area = 0.0, 0.0
+        self.observing = bool(spec.get("observe", False))
+
+    def observe(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self.observing:
+            self.ds.observe(idx, logits, y)
+
+    def full_size(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps ``(B, h, w)`` upsampled and normalised to the image size ``(B, H, W)``."""
+        return pa.functional.upsample_maps(maps.float(), self.image_size)[:, 0]
+
+    def refresh(self, model: nn.Module) -> Dict[str, Any]:
+        """Run the refresh, update what the arm applies, and return the round's record."""
+        s = self.spec
+        report = self.ds.refresh(
+            model, method=s["method"], fraction=s["fraction"], select=s["select"], layer=s["layer"],
+            preprocess=self.context.preprocess, progress=False,
+        )
+        rows = self.ds.bank.present.nonzero().flatten()
+        area = float((self.full_size(self.ds.bank.get(rows)[0]) > s["threshold"]).float().mean()) if rows.numel() else 0.0
+        self.p, self.area = rows.numel() / self.context.n_train, area
+        self.refreshed()
+        return {
+            "scanned": report.scanned, "wrong": report.wrong, "written": report.written, "maps": int(rows.numel()),
+            "masked_area": area, "p": self.p, "seconds": report.seconds, "layer": report.layer,
+            "new_rows": self.ds.rows(report.indices).tolist(),
+        }
+
+    def refreshed(self) -> None:
+        """After each refresh, once ``p`` and ``area`` are measured: match what the arm applies."""
+
+    def round(self, model: nn.Module, *, epoch: int, number: int) -> Round:
+        rec = self.refresh(model)
+        rec["epoch"] = epoch
+        note = f" | refresh: {rec['wrong']} wrong, {rec['written']} maps, {rec['maps']} in bank, area {rec['masked_area']:.3f}, p {rec['p']:.3f}"
+        return Round(record=rec, note=note)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {**super().state_dict(), "p": self.p, "area": self.area}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.p, self.area = state["p"], state["area"]
+        super().load_state_dict(state)

@@ -1,0 +1,139 @@
+"""A study's settings: the ``Study`` dataclass, presets and config files (TOML / JSON), arm tables.
+
+Top-level keys of a config file are ``Study`` fields; each ``[[arms]]`` table is one arm: ``name``,
+``kind`` (a registered arm kind), optionally ``schedule`` and ``compare`` (reporting only: also
+compare this arm with these arms), and the settings its kind takes (``defaults`` of its class).
+A list-valued setting expands into one arm per value (a grid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+import proxyaug as pa
+
+from .arms import ARMS, KINDS, arm_kind
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+ARM_KEYS = {"name", "kind", "schedule", "compare"}.union(*(cls.defaults for cls in ARMS.values()))
+
+
+@dataclasses.dataclass
+class Study:
+    """A study's settings: what a config file or the flags give."""
+
+    datasets: List[str] = dataclasses.field(default_factory=lambda: ["digits"])
+    models: List[str] = dataclasses.field(default_factory=lambda: ["cnn"])
+    arms: List[Dict[str, Any]] = dataclasses.field(default_factory=lambda: [{"name": "baseline", "kind": "none"}, {"name": "proxy", "kind": "proxy"}])
+    seeds: List[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    schedule: str = "3,p,4,p,4,p,2"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    size: int = 32
+    val_fraction: float = 0.2
+    test_fraction: float = 0.3
+    split_seed: int = 0
+    cue_strength: float = 0.9
+    pretrained: bool = False
+    small_stem: Optional[bool] = None
+    root: str = "data"
+    device: str = "cpu"
+    workers: int = 0
+    threads: Optional[int] = None
+    grids: int = 8
+    out: str = "runs/study"
+
+    def training_settings(self) -> Dict[str, Any]:
+        """What every run of the study shares (part of each run's identity)."""
+        keys = ("schedule", "lr", "momentum", "weight_decay", "batch_size", "size", "val_fraction", "test_fraction",
+                "split_seed", "cue_strength", "pretrained", "small_stem")
+        return {k: getattr(self, k) for k in keys}
+
+
+def read_config(path: str) -> Dict[str, Any]:
+    """A ``.json`` or ``.toml`` file as a dict."""
+    with open(path, "rb") as f:
+        if path.endswith(".json"):
+            return json.load(f)
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python < 3.11
+            import tomli as tomllib  # type: ignore[no-redef]
+        return tomllib.load(f)
+
+
+def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Validate arm tables and expand list-valued settings into one arm per combination.
+
+    Examples:
+        >>> [a["name"] for a in expand_arms([{"name": "p", "kind": "proxy", "mode": ["blend", "black"]}])]
+        ['p-mode=blend', 'p-mode=black']
+    """
+    out: List[Dict[str, Any]] = []
+    for i, arm in enumerate(arms):
+        arm = dict(arm)
+        unknown = set(arm) - ARM_KEYS
+        if unknown:
+            raise ValueError(f"arms[{i}] has unknown settings {sorted(unknown)}; expected some of {sorted(ARM_KEYS)}.")
+        kind = arm.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"arms[{i}].kind={kind!r} is not valid; expected one of {', '.join(KINDS)}.")
+        arm.setdefault("name", kind)
+        grid = {k: v for k, v in arm.items() if isinstance(v, list) and k != "compare"}
+        for values in itertools.product(*grid.values()):
+            one = {**arm, **dict(zip(grid, values))}
+            if grid:
+                one["name"] = arm["name"] + "-" + ",".join(f"{k}={v}" for k, v in zip(grid, values))
+            out.append(one)
+    names = [a["name"] for a in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must be unique; got {names}.")
+    return out
+
+
+def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
+    """An arm with every setting its kind takes filled in (settings it does not take are dropped).
+
+    Examples:
+        >>> arm_settings({"name": "b", "kind": "none", "mode": "black"}, Study(schedule="1,p,1"))
+        {'name': 'b', 'kind': 'none', 'schedule': '1,p,1'}
+    """
+    full = {"name": arm["name"], "kind": arm["kind"], "schedule": arm.get("schedule", study.schedule)}
+    if arm.get("compare"):  # reporting only: also compare this arm with these arms
+        full["compare"] = list(arm["compare"])
+    full.update({k: arm.get(k, v) for k, v in arm_kind(arm["kind"]).defaults.items()})
+    if "observe" in full and not full["observe"]:  # listed only when on
+        full.pop("observe")
+    return full
+
+
+def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
+    """The study of a preset name or a config file, with ``overrides`` (``None`` values ignored)."""
+    raw: Dict[str, Any] = {}
+    if config is not None:
+        path = config if os.path.exists(config) or os.sep in config else os.path.join(CONFIG_DIR, config + ".toml")
+        if not os.path.exists(path):
+            presets = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".toml"))
+            raise FileNotFoundError(f"config {config!r} not found; give a .toml/.json path or a preset: {', '.join(presets)}.")
+        raw = read_config(path)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(Study)}
+    unknown = set(raw) - fields
+    if unknown:
+        raise ValueError(f"unknown study settings {sorted(unknown)}; expected some of {sorted(fields)}.")
+    study = Study(**raw)
+    study.arms = expand_arms(study.arms)
+    epochs = pa.ProxySchedule.parse(study.schedule).epochs
+    for arm in study.arms:
+        e = pa.ProxySchedule.parse(arm.get("schedule", study.schedule)).epochs
+        if e != epochs:
+            raise ValueError(f"arm {arm['name']!r} has a schedule of {e} epochs, the study {epochs}: every arm trains for the same epochs.")
+    if len(study.seeds) < 1:
+        raise ValueError("seeds is empty; expected at least one seed (three or more for a comparison).")
+    return study

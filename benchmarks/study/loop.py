@@ -1,0 +1,191 @@
+"""One run of the study: (dataset, model, arm, seed), trained epoch by epoch.
+
+[`Run`][benchmarks.study.loop.Run] holds a run's state and cuts the loop into its steps:
+``resume`` (from a checkpoint), ``epoch`` (train once over ``n_train`` sampled images),
+``evaluate`` (test and validation accuracy), ``round`` (the arm's refresh point),
+``checkpoint`` (save) and ``record`` (the run's result). [`train_run`][benchmarks.study.loop.train_run]
+strings them together. What the arm does is the arm's business: the loop only calls its methods.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Subset
+
+import proxyaug as pa
+
+from ..data import Data, split_fingerprint, split_pool
+from .arms import Context, arm_kind
+from .config import Study
+from .grids import save_grid
+from .models import build_model
+from .text import slug
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch.device, batch_size: int = 512, workers: int = 0) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on ``dataset`` of ``(x, y)``."""
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        pred = model(preprocess(x.to(device))).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """A run's checkpoint, read onto the CPU whatever the run's device.
+
+    The RNG states must stay CPU byte tensors (``torch.set_rng_state``, ``Generator.set_state``);
+    the model, optimizer and bank states reach the run's device as they load (their
+    ``load_state_dict`` copies into tensors already there).
+    """
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class Run:
+    """A run's state: model, optimizer, LR schedule, arm, dataset, loader, RNGs and history."""
+
+    def __init__(self, study: Study, data: Data, model_name: str, spec: Dict[str, Any], seed: int) -> None:
+        self.study, self.data, self.model_name, self.spec, self.seed = study, data, model_name, spec, seed
+        device = self.device = torch.device(study.device)
+        self.schedule = pa.ProxySchedule.parse(spec["schedule"])
+        fixed = split_pool(data.pool_labels, study.val_fraction, study.split_seed)
+        mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+        self.preprocess = lambda x: (x - mean) / std
+
+        torch.manual_seed(seed)  # seed s: the same initial weights in every arm
+        self.model = build_model(model_name, data.num_classes, data.channels, study.size, study.pretrained, study.small_stem).to(device)
+        context = Context(data.pool, data.pool_labels, fixed, study.val_fraction, device, self.preprocess, seed)
+        self.arm = arm_kind(spec["kind"])(spec, context)
+        self.n_train = context.n_train
+        self.sampler_gen = torch.Generator().manual_seed(seed)
+        self.use_split(*fixed)
+        steps = self.schedule.epochs * math.ceil(self.n_train / study.batch_size)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=study.lr, momentum=study.momentum, weight_decay=study.weight_decay, nesterov=True)
+        self.lr_sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=study.lr, total_steps=steps)
+        self.history: Dict[str, Any] = {"test_acc": [], "val_acc": [], "loss": [], "rounds": [], "splits": [split_fingerprint(self.train_idx)],
+                                        "images_seen": 0, "wall_s": 0.0}
+        self.next_epoch, self.rounds_done = 0, 0
+
+    def use_split(self, train_idx: torch.Tensor, val_idx: torch.Tensor) -> None:
+        """Train on ``train_idx`` of the pool (a new dataset from the arm, and its loader)."""
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.ds = self.arm.make_dataset(train_idx)
+        self.arm.attach(self.ds)
+        sampler = RandomSampler(self.ds, num_samples=self.n_train, generator=self.sampler_gen)  # equal images per epoch, every arm
+        self.loader = DataLoader(self.ds, batch_size=self.study.batch_size, sampler=sampler, num_workers=self.study.workers)
+
+    def resume(self, path: str) -> None:
+        """Continue from the checkpoint at ``path``, after the epoch it was saved at."""
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.lr_sched.load_state_dict(state["lr_sched"])
+        if not torch.equal(state["train_idx"], self.train_idx):  # the arm re-drew the split
+            self.use_split(state["train_idx"], state["val_idx"])
+        self.val_idx, self.rounds_done = state["val_idx"], state["round"]
+        self.ds.load_state_dict(state["ds"])
+        self.arm.load_state_dict(state["arm"])
+        torch.set_rng_state(state["rng"])
+        self.sampler_gen.set_state(state["sampler_gen"])
+        self.history, self.next_epoch = state["history"], state["epoch"] + 1
+
+    def epoch(self) -> None:
+        """One epoch of training: the arm changes each batch and sees its logits."""
+        self.model.train()
+        total_loss, seen = torch.zeros((), device=self.device), 0
+        for x, y, idx in self.loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = self.arm.apply(x, y, idx, self.model)
+            logits = self.model(self.preprocess(x))
+            self.arm.observe(idx, logits, y)
+            loss = nn.functional.cross_entropy(logits, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.lr_sched.step()
+            total_loss += loss.detach() * len(y)  # summed on the device: no host sync per step
+            seen += len(y)
+        self.history["images_seen"] += seen
+        self.history["loss"].append(float(total_loss) / seen)
+
+    def evaluate(self) -> Tuple[float, float]:
+        """Test and validation accuracy, appended to the curves."""
+        workers = self.study.workers
+        test_acc = accuracy(self.model, self.data.test, self.preprocess, self.device, workers=workers)
+        val_acc = accuracy(self.model, Subset(self.data.pool, self.val_idx.tolist()), self.preprocess, self.device, workers=workers)
+        self.history["test_acc"].append(test_acc)
+        self.history["val_acc"].append(val_acc)
+        return test_acc, val_acc
+
+    def round(self, epoch: int, grid_dir: Optional[str] = None) -> str:
+        """The refresh point after ``epoch``: the arm's round, its grids, a new split if it drew one."""
+        self.rounds_done += 1
+        done = self.arm.round(self.model, epoch=epoch, number=self.rounds_done)
+        if done.record is not None:
+            rec = done.record
+            self.history["rounds"].append({k: v for k, v in rec.items() if k != "new_rows"})
+            if grid_dir and self.study.grids and self.arm.grid_titles and rec.get("new_rows"):
+                name = f"{self.data.name}-{self.model_name}-{self.spec['name']}-seed{self.seed}-refresh{self.rounds_done}"
+                save_grid(os.path.join(grid_dir, slug(name) + ".png"), self.arm, torch.as_tensor(rec["new_rows"][: self.study.grids]))
+        if done.split is not None:
+            self.use_split(*done.split)
+        self.history["splits"].append(split_fingerprint(self.train_idx))
+        return done.note
+
+    def checkpoint(self, epoch: int, path: str) -> None:
+        """Save everything ``resume`` needs after ``epoch`` (atomically: write, then rename)."""
+        torch.save({
+            "epoch": epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(), "lr_sched": self.lr_sched.state_dict(),
+            "ds": self.ds.state_dict(), "arm": self.arm.state_dict(), "rng": torch.get_rng_state(),
+            "sampler_gen": self.sampler_gen.get_state(), "history": self.history, "train_idx": self.train_idx, "val_idx": self.val_idx,
+            "round": self.rounds_done,
+        }, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def record(self) -> Dict[str, Any]:
+        """The finished run's record (a line of ``runs.jsonl``)."""
+        h, spec = self.history, self.spec
+        rounds = h["rounds"]
+        return {
+            "dataset": self.data.name, "model": self.model_name, "arm": spec["name"], "kind": spec["kind"], "seed": self.seed,
+            "epochs": self.schedule.epochs, "test_acc": h["test_acc"][-1], "val_acc": h["val_acc"][-1], "wall_s": h["wall_s"],
+            "images_seen": h["images_seen"], "train_size": self.n_train, "test_size": len(self.data.test),
+            "maps_final": rounds[-1]["maps"] if rounds else 0,
+            "masked_area_mean": statistics.fmean(r["masked_area"] for r in rounds) if rounds else 0.0,
+            "refresh_s": sum(r["seconds"] for r in rounds),
+            "settings": {k: v for k, v in spec.items() if k not in ("name", "kind", "compare")},
+            "test_acc_curve": h["test_acc"], "val_acc_curve": h["val_acc"], "loss_curve": h["loss"],
+            "rounds": rounds, "splits": h["splits"],
+        }
+
+
+def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], seed: int, *,
+              checkpoint: Optional[str] = None, grid_dir: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train one (dataset, model, arm, seed) run, resuming from ``checkpoint`` if it exists; return its record."""
+    run = Run(study, data, model_name, arm, seed)
+    if checkpoint and os.path.exists(checkpoint):
+        run.resume(checkpoint)
+        log(f"resumed from {checkpoint} after epoch {run.next_epoch}")
+    tag = f"[{data.name} {model_name} {arm['name']} seed {seed}]"
+    epochs = run.schedule.epochs
+    for epoch in range(run.next_epoch, epochs):
+        t0 = time.perf_counter()
+        run.epoch()
+        test_acc, val_acc = run.evaluate()
+        note = run.round(epoch, grid_dir) if run.schedule.should_refresh(epoch) else ""
+        run.history["wall_s"] += time.perf_counter() - t0
+        if checkpoint:
+            run.checkpoint(epoch, checkpoint)
+        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {run.history['loss'][-1]:.4f} val {100 * val_acc:6.2f} % test {100 * test_acc:6.2f} %{note}")
+    return run.record()

@@ -1,0 +1,94 @@
+"""The study's runs: every (dataset, model, arm, seed), each identified by a key, skipped when
+``runs.jsonl`` already holds it, resumed from its checkpoint when interrupted, and ``runs.csv``."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from typing import Any, Callable, Dict, List, Tuple
+
+import torch
+
+from ..data import Data, load_data
+from .config import Study, arm_settings
+from .loop import train_run
+
+CSV_COLUMNS = ["dataset", "model", "arm", "kind", "seed", "epochs", "test_acc", "val_acc", "wall_s", "images_seen",
+               "train_size", "maps_final", "masked_area_mean", "refresh_s", "schedule", "method", "mode", "threshold",
+               "weight", "fraction", "select", "proxies", "lr", "batch_size", "size", "pretrained", "key"]
+
+
+def run_key(dataset: str, model: str, arm: Dict[str, Any], seed: int, study: Study) -> str:
+    """A run's identity: everything that shapes its training (reporting options excluded)."""
+    arm = {k: v for k, v in arm.items() if k != "compare"}
+    ident = json.dumps({"dataset": dataset, "model": model, "arm": arm, "seed": seed, **study.training_settings()}, sort_keys=True, default=str)
+    return hashlib.sha1(ident.encode()).hexdigest()[:16]
+
+
+def plan(study: Study) -> List[Tuple[Tuple[str, str, Dict[str, Any], int], str]]:
+    """Every run of the study, ``((dataset, model, arm settings, seed), key)``, in running order."""
+    runs = [(d, m, arm_settings(a, study), s) for d in study.datasets for m in study.models for s in study.seeds for a in study.arms]
+    return [(run, run_key(*run, study)) for run in runs]
+
+
+def csv_row(record: Dict[str, Any], study: Study) -> Dict[str, Any]:
+    """A run's row of ``runs.csv``."""
+    row = {k: record.get(k, "") for k in CSV_COLUMNS}
+    row.update({k: v for k, v in record["settings"].items() if k in CSV_COLUMNS})
+    row.update({"lr": study.lr, "batch_size": study.batch_size, "size": study.size, "pretrained": study.pretrained})
+    for k in ("test_acc", "val_acc", "masked_area_mean"):
+        row[k] = f"{record[k]:.6f}"
+    for k in ("wall_s", "refresh_s"):
+        row[k] = f"{record[k]:.2f}"
+    return row
+
+
+def load_done(path: str) -> Dict[str, Dict[str, Any]]:
+    """The records of ``runs.jsonl`` at ``path`` by key (empty when it does not exist)."""
+    done: Dict[str, Dict[str, Any]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    rec = json.loads(line)
+                    done[rec["key"]] = rec
+    return done
+
+
+def run_study(study: Study, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Run every (dataset, model, arm, seed) not finished yet; return the study's records."""
+    if study.threads:
+        torch.set_num_threads(study.threads)
+    os.makedirs(study.out, exist_ok=True)
+    for sub in ("checkpoints", "grids"):
+        os.makedirs(os.path.join(study.out, sub), exist_ok=True)
+    jsonl = os.path.join(study.out, "runs.jsonl")
+    done = load_done(jsonl)
+    runs = plan(study)
+    todo = sum(key not in done for _, key in runs)
+    log(f"study: {len(runs)} runs ({len(runs) - todo} already done) -> {study.out}")
+    data_cache: Dict[str, Data] = {}
+    for n, ((dname, mname, arm, seed), key) in enumerate(runs, 1):
+        if key in done:
+            continue
+        if dname not in data_cache:
+            data_cache = {dname: load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength)}
+            log(data_cache[dname].info)
+        log(f"run {n}/{len(runs)}: {dname} / {mname} / {arm['name']} / seed {seed}")
+        ckpt = os.path.join(study.out, "checkpoints", key + ".pt")
+        grid_dir = os.path.join(study.out, "grids") if seed == study.seeds[0] else None
+        record = train_run(study, data_cache[dname], mname, arm, seed, checkpoint=ckpt, grid_dir=grid_dir, log=log)
+        record["key"] = key
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        done[key] = record
+        os.remove(ckpt)
+    records = [done[key] for _, key in runs]
+    with open(os.path.join(study.out, "runs.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for r in records:
+            writer.writerow(csv_row(r, study))
+    return records
