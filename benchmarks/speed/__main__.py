@@ -1,0 +1,5 @@
+"""``python -m benchmarks.speed``."""
+
+from .cli import main
+
+main()

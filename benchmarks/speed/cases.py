@@ -1,0 +1,180 @@
+"""The cases of the speed benchmark, one function each: ``case(cfg, device, log) -> result``."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from typing import Any, Callable, Dict, List
+
+import torch
+from torch import nn
+
+import proxyaug as pa
+
+from .measure import measure, measure_interleaved
+
+PGC_CLASSES = {
+    "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
+    "layercam": "LayerCAM", "gradcamelementwise": "GradCAMElementWise", "eigencam": "EigenCAM", "eigengradcam": "EigenGradCAM",
+}
+
+
+def case_maps(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    import pytorch_grad_cam as pgc
+    import timm
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    rows = []
+    size, batch = cfg["size"], cfg["batch"]
+    for n, name in enumerate(cfg["models"]):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=1000, img_size=size) if "vit" in name else timm.create_model(name, num_classes=1000)
+        model = model.to(device).eval()
+        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        (layer,) = pa.attention.resolve_layers(model, None, x)
+        classes = (torch.arange(batch) % 1000).to(device)
+        targets = [ClassifierOutputTarget(int(t)) for t in classes.tolist()]
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(x)
+
+        def ours(method: str) -> Callable[[], Any]:
+            return lambda: pa.attention_maps(model, x, method=method, layer=layer.module, target=classes, size=(size, size))
+
+        def theirs(method: str) -> Callable[[], Any]:
+            cls = getattr(pgc, PGC_CLASSES[method])
+
+            def run() -> None:  # as its README uses it: a `with` block per batch
+                with cls(model, [layer.module], reshape_transform=lambda t: layer.to_nchw(t, (size, size))) as cam:
+                    cam(x, targets)
+
+            return run
+
+        methods = cfg["methods"] if n == 0 else cfg.get("methods_large", cfg["methods"])
+        fns: Dict[str, Callable[[], Any]] = {"forward": forward}
+        for method in methods:
+            fns[f"ours:{method}"], fns[f"theirs:{method}"] = ours(method), theirs(method)
+        timed = measure_interleaved(fns, device, cfg["warmup"], cfg["repeats"])
+        if device.type == "cuda":  # peak memory, one call each, apart from the timing
+            for key, fn in fns.items():
+                timed[key]["peak_mem_bytes"] = measure(fn, device, 0, 1)["peak_mem_bytes"]
+        model.eval()
+        floor = timed["forward"]
+        log(f"  {name}: forward {batch / floor['median_s']:.1f} images/s")
+        for method in methods:
+            a, b = timed[f"ours:{method}"], timed[f"theirs:{method}"]
+            row = {
+                "model": name, "method": method, "batch": batch, "size": size, "layer": layer.name,
+                "forward": floor, "proxyaug": a, "pytorch_grad_cam": b,
+                "forward_images_per_s": batch / floor["median_s"], "proxyaug_images_per_s": batch / a["median_s"],
+                "pgc_images_per_s": batch / b["median_s"],
+                "proxyaug_vs_forward": floor["median_s"] / a["median_s"],
+                "proxyaug_vs_pgc": b["median_s"] / a["median_s"],
+            }
+            rows.append(row)
+            log(f"    {method:14s} proxyaug {row['proxyaug_images_per_s']:7.1f}/s ({row['proxyaug_vs_forward']:.2f}x forward)  "
+                f"pytorch-grad-cam {row['pgc_images_per_s']:7.1f}/s  -> {row['proxyaug_vs_pgc']:.1f}x")
+        del model
+        gc.collect()
+    return rows
+
+
+def case_transform(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    import timm
+
+    batch, size = cfg["transform_batch"], cfg["size"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=1000).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    y = (torch.arange(batch) % 1000).to(device)
+    idx = torch.arange(batch)
+    bank = pa.MaskBank(batch, resolution=(7, 7), device=device)
+    bank.put(idx, torch.rand(batch, 7, 7, generator=torch.Generator().manual_seed(2)).to(device))
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    fns: Dict[str, Callable[[], Any]] = {"train_step": step}
+    for mode in pa.functional.MODES:
+        proxy = pa.ProxyTransform(bank, mode=mode)
+        fns[mode] = (lambda p: lambda: p(x, idx))(proxy)
+    timed = measure_interleaved(fns, device, cfg["warmup"] + 1, cfg["repeats"])
+    train = timed["train_step"]
+    out = {"batch": batch, "size": size, "train_step": train, "modes": {}}
+    log(f"  resnet18 training step, batch {batch}: {1000 * train['median_s']:.1f} ms")
+    for mode in pa.functional.MODES:
+        share = timed[mode]["median_s"] / train["median_s"]
+        out["modes"][mode] = {"transform": timed[mode], "share_of_train_step": share}
+        log(f"    {mode:6s} {1000 * timed[mode]['median_s']:8.2f} ms = {100 * share:.2f}% of a training step")
+    return out
+
+
+def case_e2e(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    from ..data import load_data
+    from ..study import Study, arm_settings, train_run
+
+    study = Study(schedule=cfg["e2e_schedule"], device=str(device), grids=0, size=32)
+    data = load_data("digits", size=32)
+    arms = {
+        "baseline": {"name": "baseline", "kind": "none"},
+        "proxy": {"name": "proxy", "kind": "proxy"},
+        "proxy_observe": {"name": "proxy_observe", "kind": "proxy", "observe": True},
+    }
+    runs: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in arms}
+    for seed in cfg["e2e_seeds"]:
+        for arm, spec in arms.items():
+            r = train_run(study, data, "cnn", arm_settings(spec, study), seed, log=lambda _: None)
+            runs[arm].append({"seed": seed, "wall_s": r["wall_s"], "refresh_s": r["refresh_s"], "test_acc": r["test_acc"]})
+            log(f"  {arm:14s} seed {seed}: {r['wall_s']:.1f} s (refresh {r['refresh_s']:.2f} s)")
+    base = statistics.median(r["wall_s"] for r in runs["baseline"])
+    out = {"data": f"digits ({r['train_size']} training images, 32x32) and the study's small CNN, on {device.type}",
+           "schedule": cfg["e2e_schedule"], "runs": runs}
+    for arm in ("proxy", "proxy_observe"):
+        wall = statistics.median(r["wall_s"] for r in runs[arm])
+        out[arm] = {"wall_ratio": wall / base, "refresh_share": statistics.median(r["refresh_s"] / r["wall_s"] for r in runs[arm])}
+        log(f"    {arm}: {out[arm]['wall_ratio']:.3f}x the baseline's wall time, refresh {100 * out[arm]['refresh_share']:.1f}% of it")
+    return out
+
+
+def case_thesis(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    import timm
+    from torch.utils.data import TensorDataset
+
+    n, size = cfg["thesis_images"], cfg["size"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10).to(device).eval()
+    images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        pred = torch.cat([model(b.to(device)).argmax(1).cpu() for b in images.split(cfg["thesis_batch"])])
+    ds = pa.ProxyDataset(TensorDataset(images, (pred + 1) % 10), device=device)  # every image predicted wrongly
+
+    def maps_only() -> None:
+        for b in images.split(cfg["thesis_batch"]):
+            pa.attention_maps(model, b.to(device), method="gradcam++")
+
+    def full_refresh() -> None:
+        ds.refresh(model, method="gradcam++", fraction=1.0, batch_size=cfg["thesis_batch"], seed=0, progress=False)
+
+    attention = measure(maps_only, device, 0, 1)
+    refresh = measure(full_refresh, device, 0, 1)
+    log(f"  {n} Grad-CAM++ maps (resnet18, {size} px): {attention['median_s']:.1f} s; full refresh (scan + maps + bank): {refresh['median_s']:.1f} s")
+    return {"images": n, "size": size, "model": "resnet18", "maps_s": attention["median_s"], "refresh_s": refresh["median_s"],
+            "thesis_maps_s": 9.0, "thesis_save_s": 9.0, "written": ds.last_report.written}
+
+
+def case_bank(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    out = {}
+    for res in ((7, 7), (14, 14)):
+        bank = pa.MaskBank(1000, resolution=res, device=device)
+        per_image = sum(b.numel() * b.element_size() for b in bank.buffers()) / len(bank)
+        out[f"{res[0]}x{res[1]}"] = {"bytes_per_image": per_image, "imagenet_1k_mb": per_image * 1_281_167 / 1e6}
+        log(f"  {res[0]}x{res[1]}: {per_image:.0f} bytes per image; ImageNet-1k (1,281,167 images): {per_image * 1_281_167 / 1e6:.0f} MB")
+    return out
+
+
+CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank}

@@ -1,0 +1,65 @@
+"""The command line: ``python -m benchmarks.speed``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..env import environment
+from .cases import CASES
+from .presets import PRESETS
+from .report import render, verdicts
+
+DESCRIPTION = "Speed of proxyaug against plain inference, pytorch-grad-cam, a training step and the thesis."
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run the cases of a preset (or, with ``--render``, print the table of a result file); return the results."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=DESCRIPTION)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--render", metavar="JSON", help="only print the markdown table of an earlier result file")
+    args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            text = render(json.load(f))
+        sys.stdout.write(text)
+        return {}
+    cfg = dict(PRESETS[args.preset])
+    device = torch.device(cfg["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("the gpu preset needs CUDA; none is available here")
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(wanted) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; expected some of {list(CASES)}")
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, f"speed-{args.preset}.json")
+    results: Dict[str, Any] = {
+        "preset": args.preset, "settings": cfg, "environment": environment(device),
+        "command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
+        "json": json_path, "cases": {},
+    }
+    print(f"proxyaug speed benchmark, preset {args.preset!r} on {results['environment']['device']}")
+    for name in wanted:
+        print(f"[{name}]")
+        start = time.perf_counter()
+        results["cases"][name] = CASES[name](cfg, device, print)
+        print(f"  ({time.perf_counter() - start:.0f} s)")
+    results["verdicts"] = verdicts(results)
+    missed = sum(not v["met"] for v in results["verdicts"])
+    print(f"targets: {len(results['verdicts']) - missed} met, {missed} missed (see the table)")
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    md_path = json_path[:-5] + ".md"
+    with open(md_path, "w") as f:
+        f.write(render(results))
+    print(f"wrote {json_path} and {md_path}")
+    return results

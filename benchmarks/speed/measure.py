@@ -1,0 +1,63 @@
+"""Measuring: warm-up, interleaved steady-state repeats, the device synchronised inside the timed
+region, median and spread (``benchmarks/README.md``, "How speed is measured")."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Dict, List
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int) -> Dict[str, Dict[str, Any]]:
+    """Time several callables side by side, in steady state.
+
+    ``repeats`` rounds; each runs every callable once, in an order rotated from round to round,
+    and each timed call directly follows an untimed call of the same callable. A callable timed
+    right after a different one pays for that one's memory churn (on the CPU, re-faulting pages
+    the allocator gave back): a ResNet-18 forward pass timed right after a pytorch-grad-cam call
+    measured slower than proxyaug's map computation that contains it. Steady state is also what
+    a refresh sees, batch after batch.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    keys = list(fns)
+    times: Dict[str, List[float]] = {k: [] for k in keys}
+    for r in range(repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            fns[key]()
+            _sync(device)
+            start = time.perf_counter()
+            fns[key]()
+            _sync(device)
+            times[key].append(time.perf_counter() - start)
+    return {k: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": repeats, "peak_mem_bytes": None}
+            for k, t in times.items()}
+
+
+def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> Dict[str, Any]:
+    """Median and spread of ``repeats`` timed calls of ``fn`` after ``warmup`` calls, with peak memory."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats, "peak_mem_bytes": peak}
+

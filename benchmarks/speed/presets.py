@@ -1,0 +1,30 @@
+"""The speed benchmark's presets: ``cpu``, ``gpu`` and ``smoke`` (seconds, for the test suite)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "cpu": {
+        "device": "cpu", "size": 224, "batch": 8, "warmup": 1, "repeats": 5,
+        "models": ["resnet18", "resnet50", "efficientnet_b0", "vit_tiny_patch16_224"],
+        "methods": ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam"],
+        "methods_large": ["gradcam", "gradcam++", "eigencam"],  # for every model after the first
+        "transform_batch": 32, "thesis_images": 1200, "thesis_batch": 64,
+        "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1],
+    },
+    "gpu": {
+        "device": "cuda", "size": 224, "batch": 64, "warmup": 3, "repeats": 10,
+        "models": ["resnet18", "resnet50", "efficientnet_b0", "vit_base_patch16_224"],
+        "methods": ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam"],
+        "transform_batch": 256, "thesis_images": 1200, "thesis_batch": 128,
+        "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1, 2],
+    },
+    # seconds: for the test suite, proves the script runs end to end
+    "smoke": {
+        "device": "cpu", "size": 64, "batch": 2, "warmup": 0, "repeats": 1,
+        "models": ["resnet18"], "methods": ["gradcam", "eigencam"],
+        "transform_batch": 2, "thesis_images": 8, "thesis_batch": 4,
+        "e2e_schedule": "1,p,1", "e2e_seeds": [0],
+    },
+}
