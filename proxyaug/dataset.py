@@ -40,18 +40,13 @@ class ProxyDataset(Dataset):
     and its report speak in sample indices, and [`rows()`][proxyaug.ProxyDataset.rows] converts.
     The two are equal unless ``proxies="append"``.
 
-    With ``proxies="append"`` the originals stay untouched and every sample that has a map
-    appears a second time, as its proxy image (the thesis' other option: proxy images as extra
-    samples). The dataset then has ``len(dataset) + K`` items, ``K`` the samples that received
-    a map at the last refresh: items ``0 .. len(dataset) - 1`` are the originals with
-    ``idx = i``, item ``len(dataset) + k`` is the ``k``-th sample with a map with
-    ``idx = len(dataset) + i``. The bank has one row per ``idx`` (``2 * len(dataset)`` rows,
-    the first half always empty), so [`ProxyTransform`][proxyaug.ProxyTransform] turns exactly the
-    extra items into proxies and your loop does not change. The length changes at each refresh:
-    samplers that read ``len`` per epoch (``RandomSampler``, ``DistributedSampler``) follow;
-    give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch constant.
-    The list of extra items lives in shared memory, so running DataLoader workers, persistent
-    ones included, serve the items a refresh adds.
+    With ``proxies="append"`` the originals stay untouched and every sample with a map appears
+    again as an extra item, its proxy image (the thesis' other option), whose ``idx`` is the bank
+    row ``len(dataset) + i`` ([`AppendLayout`][proxyaug.layout.AppendLayout]), so
+    [`ProxyTransform`][proxyaug.ProxyTransform] turns exactly the extra items into proxies and your
+    loop does not change. The length changes at each refresh: samplers that read ``len`` per
+    epoch follow; give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch
+    constant. Running DataLoader workers, persistent ones included, serve the items a refresh adds.
 
     It implements the [`Refreshable`][proxyaug.protocol.Refreshable] protocol that
     [`refresh()`][proxyaug.refresh.refresh] uses; the item layout (``proxies``) and the CPU path are
@@ -270,6 +265,19 @@ class ProxyDataset(Dataset):
         self.cpu_path = CpuPath(self.bank, transform, **proxy)
         return self
 
+    @property
+    def transform(self) -> Optional[Callable[[torch.Tensor], Any]]:
+        """The CPU path's transform (run after the replacement, in the workers); settable, e.g. per round."""
+        return self.cpu_path.transform if self.cpu_path is not None else None
+
+    @transform.setter
+    def transform(self, transform: Optional[Callable[[torch.Tensor], Any]]) -> None:
+        if self.cpu_path is None:
+            raise RuntimeError("transform belongs to the CPU path; call ds.enable_cpu_path(...) first.")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
+        self.cpu_path.transform = transform
+
     def _fix_resolution(self, measured: Tuple[int, int]) -> None:
         """Give the bank the measured resolution, or refuse one that differs."""
         if self.bank.resolution is None:
@@ -282,7 +290,6 @@ class ProxyDataset(Dataset):
                 f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
             )
 
-    # -- Python protocols ----------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")
         if dataset is None or name.startswith("__"):
@@ -290,20 +297,16 @@ class ProxyDataset(Dataset):
         return getattr(dataset, name)
 
     def __getstate__(self) -> dict:
-        # A bank on an accelerator is left out: workers never need it and must not hold CUDA tensors.
-        # A CPU bank that is not shared (the CPU path shares it on purpose) travels as bytes: a spawn
-        # worker's pickler would otherwise move its storage into shared memory as a side effect, and
-        # a shared bank can never change resolution. The observations travel the same way.
+        # An accelerator bank stays out (workers must not hold CUDA tensors); an unshared CPU bank and the
+        # observations travel as bytes, or a spawn worker's pickler would move them into shared memory.
         state = self.__dict__.copy()
         private = {}
         if self.bank.device.type != "cpu":
             state["bank"] = None
         elif not self.bank.maps.is_shared():
             private["bank"], state["bank"] = self.bank, None
-        private["mistakes"], state["mistakes"] = self.mistakes, None
-        flags = self.mistakes.flags
-        if flags is not None and flags.device.type != "cpu":
-            private["mistakes"] = MistakeTracker(self.mistakes.num_samples)
+        on_cpu = self.mistakes.flags is None or self.mistakes.flags.device.type == "cpu"
+        private["mistakes"], state["mistakes"] = self.mistakes if on_cpu else MistakeTracker(self.mistakes.num_samples), None
         buffer = io.BytesIO()
         torch.save(private, buffer)
         state["_private_bytes"] = buffer.getvalue()
@@ -322,10 +325,8 @@ class ProxyDataset(Dataset):
         return new
 
     def __repr__(self) -> str:
-        maps = int(self.bank.present.sum()) if self.bank is not None else "?"
-        return f"ProxyDataset({self.dataset!r}, maps={maps}/{self.layout.num_samples})"
+        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self.layout.num_samples})"
 
-    # -- Proxy Attention -------------------------------------------------------------------
     def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
         """Recompute maps with ``model``: the same as [`proxyaug.refresh()`][proxyaug.refresh.refresh] ``(model, self, **kwargs)``."""
         return refresh(model, self, **kwargs)
