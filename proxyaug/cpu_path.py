@@ -14,33 +14,28 @@ __all__ = ["CpuPath", "measure_resolution"]
 
 
 class CpuPath:
-    """Replace one canonical image with its map, then run a CPU ``transform``: what a worker does per item.
+    """Replace one canonical image with its map: what a worker does per item on the CPU path.
 
     Made by [`ProxyDataset.enable_cpu_path()`][proxyaug.ProxyDataset.enable_cpu_path], which also
     moves the bank to shared memory so that running workers see every refresh.
 
     Args:
         bank: the (shared-memory) bank.
-        transform: applied to each ``(C, H, W)`` image after the replacement.
         **proxy: [`ProxyTransform`][proxyaug.ProxyTransform] settings.
 
     Examples:
-        >>> bank = MaskBank(2, resolution=(1, 1))
-        >>> bank.put(torch.tensor([1]), torch.ones(1, 1, 1))
+        >>> bank = MaskBank(2, resolution=(2, 2))
+        >>> bank.put(torch.tensor([1]), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
         >>> path = CpuPath(bank, mode="black", threshold=0.5)
-        >>> path(torch.ones(3, 2, 2), 0).sum().item(), path(torch.ones(3, 2, 2), 1).sum().item()
-        (12.0, 0.0)
+        >>> path(torch.ones(3, 4, 4), 0).sum().item(), path(torch.ones(3, 4, 4), 1).sum().item()  # row 1 loses a corner
+        (48.0, 36.0)
     """
 
-    def __init__(self, bank: MaskBank, transform: Optional[Callable[[torch.Tensor], Any]] = None, **proxy: Any) -> None:
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
+    def __init__(self, bank: MaskBank, **proxy: Any) -> None:
         self.proxy = ProxyTransform(bank, **proxy)
-        self.transform = transform
 
-    def __call__(self, x: torch.Tensor, row: int) -> Any:
-        x = self.proxy(x.unsqueeze(0), torch.tensor([row]))[0]
-        return self.transform(x) if self.transform is not None else x
+    def __call__(self, x: torch.Tensor, row: int) -> torch.Tensor:
+        return self.proxy(x, row)  # one (C, H, W) image and its row
 
 
 def measure_resolution(

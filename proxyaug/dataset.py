@@ -117,6 +117,7 @@ class ProxyDataset(Dataset):
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
         self.cpu_path: Optional[CpuPath] = None  # set by enable_cpu_path
+        self.transform: Optional[Callable[[torch.Tensor], Any]] = None  # run on each item after the CPU path
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,6 +131,8 @@ class ProxyDataset(Dataset):
         x, y = check_item(self.dataset[sample], sample)
         if self.cpu_path is not None:  # the CPU path: replacement here, in the worker
             x = self.cpu_path(x, row)
+        if self.transform is not None:
+            x = self.transform(x)
         return x, y, row
 
     # -- the Refreshable protocol ------------------------------------------------------------
@@ -262,21 +265,9 @@ class ProxyDataset(Dataset):
                 "resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
             )
         self.bank.share_memory()
-        self.cpu_path = CpuPath(self.bank, transform, **proxy)
+        self.cpu_path = CpuPath(self.bank, **proxy)
+        self.transform = transform
         return self
-
-    @property
-    def transform(self) -> Optional[Callable[[torch.Tensor], Any]]:
-        """The CPU path's transform (run after the replacement, in the workers); settable, e.g. per round."""
-        return self.cpu_path.transform if self.cpu_path is not None else None
-
-    @transform.setter
-    def transform(self, transform: Optional[Callable[[torch.Tensor], Any]]) -> None:
-        if self.cpu_path is None:
-            raise RuntimeError("transform belongs to the CPU path; call ds.enable_cpu_path(...) first.")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
-        self.cpu_path.transform = transform
 
     def _fix_resolution(self, measured: Tuple[int, int]) -> None:
         """Give the bank the measured resolution, or refuse one that differs."""
