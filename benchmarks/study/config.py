@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import proxyaug as pa
 
-from .arms import ARMS, KINDS, arm_kind
+from .arms import ARMS, arm_kind
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-ARM_KEYS = {"name", "kind", "schedule", "compare"}.union(*(cls.defaults for cls in ARMS.values()))
+COMMON_ARM_KEYS = ("name", "kind", "schedule", "compare")
 
 
 @dataclasses.dataclass
@@ -75,15 +75,16 @@ def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         >>> [a["name"] for a in expand_arms([{"name": "p", "kind": "proxy", "mode": ["blend", "black"]}])]
         ['p-mode=blend', 'p-mode=black']
     """
+    keys = set(COMMON_ARM_KEYS).union(*(cls.defaults for cls in ARMS.values()))  # the registry as it is now
     out: List[Dict[str, Any]] = []
     for i, arm in enumerate(arms):
         arm = dict(arm)
-        unknown = set(arm) - ARM_KEYS
+        unknown = set(arm) - keys
         if unknown:
-            raise ValueError(f"arms[{i}] has unknown settings {sorted(unknown)}; expected some of {sorted(ARM_KEYS)}.")
+            raise ValueError(f"arms[{i}] has unknown settings {sorted(unknown)}; expected some of {sorted(keys)}.")
         kind = arm.get("kind")
-        if kind not in KINDS:
-            raise ValueError(f"arms[{i}].kind={kind!r} is not valid; expected one of {', '.join(KINDS)}.")
+        if kind not in ARMS:
+            raise ValueError(f"arms[{i}].kind={kind!r} is not valid; expected one of {', '.join(ARMS)}.")
         arm.setdefault("name", kind)
         grid = {k: v for k, v in arm.items() if isinstance(v, list) and k != "compare"}
         for values in itertools.product(*grid.values()):

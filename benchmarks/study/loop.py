@@ -82,8 +82,9 @@ class Run:
         self.train_idx, self.val_idx = train_idx, val_idx
         self.ds = self.arm.make_dataset(train_idx)
         self.arm.attach(self.ds)
-        sampler = RandomSampler(self.ds, num_samples=self.n_train, generator=self.sampler_gen)  # equal images per epoch, every arm
-        self.loader = DataLoader(self.ds, batch_size=self.study.batch_size, sampler=sampler, num_workers=self.study.workers)
+        items = self.arm.items()
+        sampler = RandomSampler(items, num_samples=self.n_train, generator=self.sampler_gen)  # equal images per epoch, every arm
+        self.loader = DataLoader(items, batch_size=self.study.batch_size, sampler=sampler, num_workers=self.study.workers)
 
     def resume(self, path: str) -> None:
         """Continue from the checkpoint at ``path``, after the epoch it was saved at."""

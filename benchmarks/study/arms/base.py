@@ -3,7 +3,7 @@
 An arm kind is one class: it says which settings it takes (``defaults``), how the report and the
 plots show it (``describe``, ``verdict_line``, ``color``, ``proxy_like``, ``control``,
 ``refreshes``, ``grid_titles``), and what it does in a run: the dataset it trains on
-(``make_dataset``, ``attach``), each batch (``apply``, ``observe``), each refresh point of the
+(``make_dataset``, ``attach``, ``items``), each batch (``apply``, ``observe``), each refresh point of the
 schedule (``round``) and what survives a restart (``state_dict``). The training loop and the
 report ask the class; they never switch on the kind's name. A new kind is one new module in this
 folder, its class decorated with [`register`][benchmarks.study.arms.base.register], and one import
@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 import proxyaug as pa
 
@@ -112,6 +112,10 @@ class Arm:
         self.ds = ds
         h, w = ds.dataset[0][0].shape[-2:]
         self.image_size = (int(h), int(w))
+
+    def items(self) -> Dataset:
+        """What the training loader draws ``(x, y, idx)`` from: the attached dataset, or a wrapper of it."""
+        return self.ds
 
     def apply(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """The training batch ``x`` (on the device, before normalisation) as the model sees it."""
