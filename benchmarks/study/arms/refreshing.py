@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 import proxyaug as pa
+from proxyaug import functional as F
 
 from .base import Arm, Round
 
 # Proxy Attention's settings; the thesis' defaults. Every refreshing arm takes them (the controls
 # match the masks of the refresh they run); ``proxies`` is the proxy arm's, ``tries`` keepaugment's.
 PROXY_DEFAULTS: Dict[str, Any] = {
-    "method": "gradcam++", "mode": "blend", "threshold": 0.85, "weight": 0.1, "fraction": 0.2,
+    "method": "gradcam++", "mode": F.DEFAULT_MODE, "threshold": F.DEFAULT_THRESHOLD, "weight": F.DEFAULT_WEIGHT, "fraction": 0.2,
     "select": "wrong", "proxies": "replace", "layer": None, "observe": False, "tries": 10,
 }
 
