@@ -9,7 +9,7 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import cpu_path, distributed, functional, items, layout, mistakes, protocol, selection, viz
+from . import cpu_path, distributed, functional, items, layout, metrics, mistakes, protocol, selection, viz
 from .attention import MapSpec, attention_maps, find_target_layer
 from .bank import MaskBank
 from .dataset import ProxyDataset
@@ -20,6 +20,7 @@ from .transform import ProxyTransform
 __all__ = [
     "__version__",
     "functional",
+    "metrics",
     "viz",
     "selection",
     "distributed",

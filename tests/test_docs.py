@@ -17,7 +17,7 @@ PAGES = sorted((ROOT / "docs").rglob("*.md"))
 PUBLIC = {
     "proxyaug": pa, "functional": pa.functional, "selection": pa.selection, "attention": pa.attention, "viz": pa.viz,
     "distributed": pa.distributed, "protocol": pa.protocol, "mistakes": pa.mistakes, "layout": pa.layout,
-    "cpu_path": pa.cpu_path, "items": pa.items,
+    "cpu_path": pa.cpu_path, "items": pa.items, "metrics": pa.metrics,
 }
 
 
@@ -36,7 +36,7 @@ def test_every_public_name_has_a_runnable_example(name, obj):
 
 def test_every_public_name_is_in_the_api_reference():
     api = (ROOT / "docs" / "api.md").read_text()
-    documented_modules = {"functional", "selection", "attention", "viz", "distributed", "protocol", "mistakes", "layout", "cpu_path", "items"}
+    documented_modules = {"functional", "selection", "attention", "viz", "distributed", "protocol", "mistakes", "layout", "cpu_path", "items", "metrics"}
     for name in pa.__all__:
         if name.startswith("__") or name in documented_modules:
             continue

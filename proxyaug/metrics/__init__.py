@@ -1,0 +1,40 @@
+"""Explanation metrics, batched on the maps' device: does a map point at a known region
+(energy-based pointing game, pointing game), does the model need what it points at (deletion and
+insertion curves, average drop / increase in confidence), how concentrated is it (sparsity,
+entropy). Each function has a class that accumulates it over the batches of a validation loop
+(``update`` / ``compute`` / ``reset``, summed over ranks).
+
+Examples:
+    >>> import proxyaug as pa
+    >>> maps = torch.tensor([[[3.0, 1.0], [0.0, 0.0]]])
+    >>> pa.metrics.energy_in_region(maps, maps > 2), pa.metrics.sparsity(maps)
+    (tensor([0.7500]), tensor([3.]))
+"""
+
+import torch  # noqa: F401  (the module docstring's example)
+
+from .accumulate import (
+    AverageDropIncrease,
+    DeletionAUC,
+    EnergyInRegion,
+    Entropy,
+    InsertionAUC,
+    MeanMetric,
+    PointingGame,
+    Sparsity,
+)
+from .concentration import entropy, sparsity
+from .faithfulness import (
+    BASELINES,
+    auc,
+    average_drop_increase,
+    deletion_curve,
+    insertion_curve,
+)
+from .localisation import energy_in_region, pointing_game
+
+__all__ = [
+    "energy_in_region", "pointing_game", "deletion_curve", "insertion_curve", "auc", "average_drop_increase",
+    "sparsity", "entropy", "BASELINES",
+    "EnergyInRegion", "PointingGame", "DeletionAUC", "InsertionAUC", "AverageDropIncrease", "Sparsity", "Entropy", "MeanMetric",
+]

@@ -1,0 +1,231 @@
+"""proxyaug.metrics: hand-computed cases, the batched curves against a plain per-image loop, the
+classes against the functions, the model left as found, ranks summed.
+
+Tolerances: hand-computed cases and the loop comparisons hold to ``atol=1e-6`` (float32; the
+batched forward and the per-image one may differ in the last bits), state round trips exactly.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+import proxyaug as pa
+from proxyaug import metrics as M
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5))
+
+
+def _data(b=4, size=8, h=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(b, 3, size, size, generator=g), torch.rand(b, h, h, generator=g)
+
+
+# -- localisation -------------------------------------------------------------------------------
+
+def test_energy_by_hand():
+    maps = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    regions = torch.tensor([[[True, True], [False, False]], [[True, False], [False, False]]])
+    # image 0: (1 + 2) / 10; image 1 has no mass: counts as uniform, 1 of 4 pixels
+    assert torch.allclose(M.energy_in_region(maps, regions), torch.tensor([0.3, 0.25]), atol=1e-6)
+
+
+def test_energy_resizes_maps_to_the_regions_and_accepts_channel_dims():
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    regions = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    regions[0, 0, :2, :2] = True
+    up = F.interpolate(maps.unsqueeze(1), size=(4, 4), mode="bilinear", align_corners=False)[0, 0]
+    expected = up[:2, :2].sum() / up.sum()
+    assert torch.allclose(M.energy_in_region(maps.unsqueeze(1), regions), expected.view(1), atol=1e-6)
+
+
+def test_pointing_game_by_hand_with_tolerance_and_ties():
+    maps = torch.zeros(3, 5, 5)
+    maps[0, 1, 1] = maps[1, 4, 4] = 1.0  # image 2: constant, ties resolve to pixel (0, 0)
+    regions = torch.zeros(3, 5, 5, dtype=torch.bool)
+    regions[0, 1, 1] = True
+    regions[1, 2, 2] = True  # (4, 4) is at distance sqrt(8) ~ 2.83
+    regions[2, 0, 0] = True
+    assert M.pointing_game(maps, regions).tolist() == [True, False, True]
+    assert M.pointing_game(maps, regions, tolerance=2).tolist() == [True, False, True]
+    assert M.pointing_game(maps, regions, tolerance=3).tolist() == [True, True, True]
+
+
+# -- concentration ------------------------------------------------------------------------------
+
+def test_sparsity_and_entropy_by_hand():
+    maps = torch.tensor([[[2.0, 2.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[4.0, 0.0], [0.0, 0.0]]])
+    assert torch.allclose(M.sparsity(maps), torch.tensor([2.0, 1.0, 4.0]))
+    expected = torch.tensor([torch.log(torch.tensor(2.0)), torch.log(torch.tensor(4.0)), 0.0])
+    assert torch.allclose(M.entropy(maps), expected, atol=1e-6)
+    assert torch.allclose(M.sparsity(maps * 7), M.sparsity(maps)) and torch.allclose(M.entropy(maps * 7), M.entropy(maps))
+
+
+# -- faithfulness against a plain per-image loop ------------------------------------------------
+
+def _loop_curve(model, x, maps, steps, baseline, insert, preprocess=None):
+    """One image at a time, a Python sort and explicit pixel lists: the reference."""
+    model.eval()
+    pre = preprocess or (lambda t: t)
+    out = []
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            img = x[i : i + 1]
+            H, W = img.shape[-2:]
+            m = F.interpolate(maps[i][None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].flatten().tolist()
+            order = sorted(range(H * W), key=lambda p: (-m[p], p))
+            base = {"zeros": torch.zeros_like(img), "mean": img.mean(dim=(2, 3), keepdim=True).expand_as(img).clone(),
+                    "blur": pa.functional.gaussian_blur(img, pa.functional.default_blur_sigma((H, W)))}[baseline]
+            t = int(model(pre(img)).argmax())
+            curve = []
+            for k in range(steps + 1):
+                n = (k * H * W) // steps
+                cur = base.clone() if insert else img.clone()
+                src = img if insert else base
+                for p in order[:n]:
+                    cur[..., p // W, p % W] = src[..., p // W, p % W]
+                curve.append(float(model(pre(cur)).softmax(1)[0, t]))
+            out.append(curve)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "mean"])
+@pytest.mark.parametrize("insert", [False, True], ids=["deletion", "insertion"])
+def test_curves_match_a_per_image_loop(baseline, insert):
+    model, (x, maps) = _model(), _data()
+    maps[0, 0, :2] = 0.5  # ties: broken by pixel index in both
+    fn = M.insertion_curve if insert else M.deletion_curve
+    got = fn(model, x, maps, steps=5, baseline=baseline)
+    ref = _loop_curve(model, x, maps, 5, baseline, insert)
+    assert got.shape == (4, 6)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_curves_with_preprocess_target_and_odd_step_counts():
+    model, (x, maps) = _model(), _data(b=3, size=7, h=3)
+    pre = lambda t: (t - 0.5) / 0.25
+    got = M.deletion_curve(model, x, maps, steps=6, preprocess=pre)
+    assert torch.allclose(got, _loop_curve(model, x, maps, 6, "zeros", False, pre), atol=1e-6)
+    t = torch.tensor([0, 1, 2])
+    probs = model.eval()(pre(x)).softmax(1)
+    curve = M.insertion_curve(model, x, maps, steps=1, baseline="zeros", target=t, preprocess=pre)
+    assert torch.allclose(curve[:, 1], probs[torch.arange(3), t], atol=1e-6)
+
+
+def test_auc_is_trapezoidal_over_the_unit_interval():
+    c = torch.tensor([[1.0, 0.0], [0.2, 0.4]])
+    assert torch.allclose(M.auc(c), torch.tensor([0.5, 0.3]))
+    c = torch.rand(3, 11)
+    assert torch.allclose(M.auc(c), torch.trapezoid(c, torch.linspace(0, 1, 11), dim=1), atol=1e-6)
+
+
+def test_average_drop_increase_by_hand():
+    model, (x, maps) = _model(), _data()
+    maps = maps / maps.amax(dim=(1, 2), keepdim=True)
+    drop, inc = M.average_drop_increase(model, x, maps)
+    model.eval()
+    with torch.no_grad():
+        p = model(x).softmax(1)
+        t = p.argmax(1)
+        up = F.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        o = model(x * up).softmax(1)[torch.arange(4), t]
+    y = p[torch.arange(4), t]
+    assert torch.allclose(drop, (y - o).clamp_min(0) / y, atol=1e-6) and torch.equal(inc, o > y)
+
+
+# -- the model as found -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", ["deletion_curve", "insertion_curve", "average_drop_increase"])
+def test_the_model_is_left_as_found(fn):
+    model, (x, maps) = _model(), _data()
+    model.train()
+    model[1].eval()  # a frozen BatchNorm
+    state = copy.deepcopy(model.state_dict())
+    flags = [m.training for m in model.modules()]
+    getattr(M, fn)(model, x, maps.clamp(0, 1))
+    assert [m.training for m in model.modules()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BatchNorm statistics untouched
+
+
+# -- the classes --------------------------------------------------------------------------------
+
+def test_classes_average_the_functions_over_batches():
+    model, (x, maps) = _model(), _data(b=6)
+    maps = maps / maps.amax(dim=(1, 2), keepdim=True)
+    regions = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(2)) > 0.5
+    cases = [
+        (M.EnergyInRegion(), (maps, regions), M.energy_in_region(maps, regions)),
+        (M.PointingGame(tolerance=1), (maps, regions), M.pointing_game(maps, regions, tolerance=1).float()),
+        (M.Sparsity(), (maps,), M.sparsity(maps)),
+        (M.Entropy(), (maps,), M.entropy(maps)),
+        (M.DeletionAUC(model, steps=4), (x, maps), M.auc(M.deletion_curve(model, x, maps, steps=4))),
+        (M.InsertionAUC(model, steps=4), (x, maps), M.auc(M.insertion_curve(model, x, maps, steps=4))),
+    ]
+    for metric, args, per_image in cases:
+        metric.update(*(a[:4] for a in args))
+        metric.update(*(a[4:] for a in args))
+        assert torch.allclose(metric.compute(), per_image.mean(), atol=1e-6), type(metric).__name__
+        restored = type(metric).__new__(type(metric))
+        restored.__dict__.update(metric.__dict__)
+        restored.reset()
+        restored.load_state_dict(metric.state_dict())
+        assert torch.equal(restored.compute(), metric.compute())
+        metric.reset()
+        with pytest.raises(RuntimeError, match="has no images to average; call update"):
+            metric.compute()
+    adi = M.AverageDropIncrease(model)
+    adi.update(x[:3], maps[:3])
+    adi.update(x[3:], maps[3:])
+    drop, inc = M.average_drop_increase(model, x, maps)
+    out = adi.compute()
+    assert torch.allclose(out["average_drop"], drop.mean(), atol=1e-6) and torch.allclose(out["increase"], inc.float().mean())
+
+
+def test_load_state_dict_of_another_metric_is_refused():
+    with pytest.raises(ValueError, match=r"state holds sums of shape \(2,\); AverageDropIncrease keeps \(3,\)"):
+        M.AverageDropIncrease(_model()).load_state_dict({"sums": torch.zeros(2)})
+
+
+def _worker(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        metric = M.Sparsity()
+        if rank == 0:  # rank 1 sees no batch and still takes part in compute()
+            metric.update(torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]]))
+        else:
+            metric.update(torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]))
+        torch.save(metric.compute(), f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compute_sums_over_ranks(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.allclose(torch.load(tmp_path / f"{rank}.pt"), torch.tensor((4.0 + 1.0 + 2.0) / 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_run_on_the_maps_device():
+    model, (x, maps) = _model().cuda(), _data()
+    x, maps = x.cuda(), maps.cuda()
+    regions = maps > 0.5
+    regions[:, 0, 0] = True
+    assert M.energy_in_region(maps, regions).device.type == "cuda"
+    assert M.pointing_game(maps, regions, tolerance=1).device.type == "cuda"
+    cpu = M.deletion_curve(model.cpu(), x.cpu(), maps.cpu(), steps=4, baseline="blur")
+    gpu = M.deletion_curve(model.cuda(), x, maps, steps=4, baseline="blur")
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+    metric = M.AverageDropIncrease(model)
+    metric.update(x, maps.clamp(0, 1))
+    assert metric.compute()["average_drop"].device.type == "cuda"
