@@ -229,3 +229,15 @@ def test_metrics_run_on_the_maps_device():
     metric = M.AverageDropIncrease(model)
     metric.update(x, maps.clamp(0, 1))
     assert metric.compute()["average_drop"].device.type == "cuda"
+
+
+def test_the_how_to_examples_run(capsys):
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "howto" / "metrics.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) == 2
+    exec(compile("\n".join(blocks), str(page), "exec"), {})
+    out = capsys.readouterr().out
+    assert "deletion AUC" in out and "'drop': {'average_drop': tensor(" in out
