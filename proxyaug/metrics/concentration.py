@@ -26,11 +26,11 @@ def _distribution(maps: torch.Tensor, validate_args: bool) -> torch.Tensor:
 def sparsity(maps: torch.Tensor, *, validate_args: bool = True) -> torch.Tensor:
     r"""Peak over mean of each map: high when the map's mass sits on few pixels.
 
-    $$S = \frac{\max_p M_p}{\frac{1}{N}\sum_p M_p}$$
+    ``S = max_p M[p] / ((1/N) Σ_p M[p])``
 
-    over the $N = h w$ pixels of a non-negative map, the definition of Gomez et al. (2022),
+    over the ``N = h w`` pixels of a non-negative map, the definition of Gomez et al. (2022),
     "Metrics for saliency map evaluation of deep learning explanation methods" (ICPR). It is 1 for
-    a uniform map and $N$ for a map on one pixel; it is scale-invariant, and a map with no mass
+    a uniform map and ``N`` for a map on one pixel; it is scale-invariant, and a map with no mass
     counts as uniform (1).
 
     Args:
@@ -52,9 +52,9 @@ def sparsity(maps: torch.Tensor, *, validate_args: bool = True) -> torch.Tensor:
 def entropy(maps: torch.Tensor, *, validate_args: bool = True) -> torch.Tensor:
     r"""Shannon entropy (nats) of each map normalised to a distribution over its pixels.
 
-    $$H = -\sum_p P_p \log P_p, \qquad P_p = \frac{M_p}{\sum_q M_q}$$
+    ``H = -Σ_p P[p] log P[p]``, with ``P[p] = M[p] / Σ_q M[q]``
 
-    with $0 \log 0 = 0$. It is 0 for a map on one pixel and $\log N$ for a uniform map (also for a
+    and ``0 log 0 = 0``. It is 0 for a map on one pixel and ``log N`` for a uniform map (also for a
     map with no mass, which counts as uniform); lower means more concentrated.
 
     Args:

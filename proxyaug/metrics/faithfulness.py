@@ -90,11 +90,11 @@ def deletion_curve(
 
     The map (resized to the image size bilinearly, ``align_corners=False``) orders the pixels by a
     stable sort of its values, highest first, ties in row-major pixel index order. Step
-    $k = 0, \dots, K$ ($K$ = ``steps``) replaces the first $n_k = \lfloor k N / K \rfloor$ of the
-    $N = H W$ pixels (all channels) by the baseline ($x_0 = x$, $x_K$ the baseline), and the curve holds
-    the softmax probability of the target class $t$ at each step:
+    ``k = 0 ... K`` (``K = steps``) replaces the first ``n_k = floor(k N / K)`` of the
+    ``N = H W`` pixels (all channels) by the baseline (``x_0 = x``, ``x_K`` the baseline), and the curve holds
+    the softmax probability of the target class ``t`` at each step:
 
-    $$c_k = \mathrm{softmax}\big(f(\mathrm{preprocess}(x_k))\big)_t$$
+    ``c_k = softmax(model(preprocess(x_k)))[t]``
 
     One batched forward per step (the unchanged image's is shared with the prediction of the
     target). Petsiuk et al. (2018), "RISE: Randomized input sampling for explanation of black-box
@@ -104,7 +104,7 @@ def deletion_curve(
         model: classifier returning logits ``(B, num_classes)`` (or a tuple / dict holding them).
         x: images ``(B, C, H, W)``, floating, in the space the baseline is made in (before ``preprocess``).
         maps: floating ``(B, h, w)`` or ``(B, 1, h, w)``, finite, on ``x``'s device.
-        steps: $K \ge 1$.
+        steps: ``K >= 1``.
         baseline: one of [`BASELINES`][proxyaug.metrics.faithfulness.BASELINES]: ``"zeros"``, ``"blur"``, ``"mean"``.
         target: class per image (an int or ``(B,)`` indices); ``None``: the class predicted on ``x``.
         preprocess: applied to every image before the model (normalisation), or ``None``.
@@ -133,11 +133,11 @@ def insertion_curve(
 
     The map (resized to the image size bilinearly, ``align_corners=False``) orders the pixels by a
     stable sort of its values, highest first, ties in row-major pixel index order. Step
-    $k = 0, \dots, K$ ($K$ = ``steps``) restores the first $n_k = \lfloor k N / K \rfloor$ of the
-    $N = H W$ pixels (all channels) from the image onto the baseline ($x_0$ the baseline, $x_K = x$), and
-    the curve holds the softmax probability of the target class $t$ at each step:
+    ``k = 0 ... K`` (``K = steps``) restores the first ``n_k = floor(k N / K)`` of the
+    ``N = H W`` pixels (all channels) from the image onto the baseline (``x_0`` the baseline, ``x_K = x``), and
+    the curve holds the softmax probability of the target class ``t`` at each step:
 
-    $$c_k = \mathrm{softmax}\big(f(\mathrm{preprocess}(x_k))\big)_t$$
+    ``c_k = softmax(model(preprocess(x_k)))[t]``
 
     One batched forward per step (the unchanged image's is shared with the prediction of the
     target). Petsiuk et al. (2018), "RISE: Randomized input sampling for explanation of black-box
@@ -148,7 +148,7 @@ def insertion_curve(
         model: classifier returning logits ``(B, num_classes)`` (or a tuple / dict holding them).
         x: images ``(B, C, H, W)``, floating, in the space the baseline is made in (before ``preprocess``).
         maps: floating ``(B, h, w)`` or ``(B, 1, h, w)``, finite, on ``x``'s device.
-        steps: $K \ge 1$.
+        steps: ``K >= 1``.
         baseline: one of [`BASELINES`][proxyaug.metrics.faithfulness.BASELINES]: ``"zeros"``, ``"blur"``, ``"mean"``.
         target: class per image (an int or ``(B,)`` indices); ``None``: the class predicted on ``x``.
         preprocess: applied to every image before the model (normalisation), or ``None``.
@@ -170,12 +170,12 @@ def insertion_curve(
 
 
 def auc(curve: torch.Tensor) -> torch.Tensor:
-    r"""Area under each curve by the trapezoidal rule, its $K + 1$ points spread evenly over [0, 1].
+    r"""Area under each curve by the trapezoidal rule, its ``K + 1`` points spread evenly over [0, 1].
 
-    $$\mathrm{AUC} = \frac{1}{K} \sum_{k=1}^{K} \frac{c_{k-1} + c_k}{2}$$
+    ``AUC = (1/K) Σ_{k=1..K} (c_{k-1} + c_k) / 2``
 
     Args:
-        curve: floating tensor ``(..., K + 1)`` with $K \ge 1$.
+        curve: floating tensor ``(..., K + 1)`` with ``K >= 1``.
 
     Returns:
         Tensor ``(...)``.
@@ -196,17 +196,17 @@ def average_drop_increase(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""Drop and increase in confidence when the image is seen through its map (Grad-CAM++).
 
-    With $y$ the target class's softmax probability on $x$ and $o$ that on the explanation
-    $x \odot M$ ($M$ the map resized to the image size bilinearly, ``align_corners=False``, shared
+    With ``y`` the target class's softmax probability on ``x`` and ``o`` that on the explanation
+    ``x * M`` (``M`` the map resized to the image size bilinearly, ``align_corners=False``, shared
     by the channels), per image
 
-    $$\mathrm{drop} = \frac{\max(0, y - o)}{y}, \qquad \mathrm{increase} = [\, o > y \,]$$
+    ``drop = max(0, y - o) / y`` and ``increase = [o > y]``
 
     and their means over images are the "average drop" and "increase in confidence" of
     Chattopadhyay et al. (2018), "Grad-CAM++: Improved visual explanations for deep convolutional
     networks", section 5.1 (which reports them in percent). Lower drop and higher increase are
     better. One extra forward. This is torchcam's ``ClassificationMetric`` for the same maps
-    (torchcam divides by $y + 10^{-7}$; here $y$ is only kept above the smallest float).
+    (torchcam divides by ``y + 1e-7``; here ``y`` is only kept above the smallest float).
 
     Args:
         model: classifier returning logits ``(B, num_classes)`` (or a tuple / dict holding them).

@@ -21,9 +21,9 @@ __all__ = ["energy_in_region", "pointing_game"]
 def energy_in_region(maps: torch.Tensor, regions: torch.Tensor, *, validate_args: bool = True) -> torch.Tensor:
     r"""Share of each map's mass inside its region: the energy-based pointing game.
 
-    $$E = \frac{\sum_{p \in R} M_p}{\sum_p M_p}$$
+    ``E = Σ_{p ∈ R} M[p] / Σ_p M[p]``
 
-    for a non-negative map $M$ (resized to the region's size) and region $R$, as in Score-CAM
+    for a non-negative map ``M`` (resized to the region's size) and region ``R``, as in Score-CAM
     (Wang et al., 2020, "Score-CAM: Score-weighted visual explanations for CNNs", section 5.2).
     A map with no mass at all counts as uniform: its energy is the region's share of the pixels.
 
@@ -65,10 +65,10 @@ def _dilate(regions: torch.Tensor, radius: int) -> torch.Tensor:
 def pointing_game(maps: torch.Tensor, regions: torch.Tensor, *, tolerance: int = 0, validate_args: bool = True) -> torch.Tensor:
     r"""Whether each map's maximum lies in its region, grown by ``tolerance`` pixels.
 
-    $$\text{hit} = [\, \arg\max_p M_p \in R \oplus D_t \,]$$
+    ``hit = [argmax_p M[p] ∈ dilate(R, t)]``
 
-    where $R \oplus D_t$ is the region dilated by a disk of radius $t$ = ``tolerance`` (every
-    pixel within Euclidean distance $t$ of the region), as in Zhang et al. (2018), "Top-down neural
+    where ``dilate(R, t)`` is the region grown by a disk of radius ``t = tolerance`` (every
+    pixel within Euclidean distance ``t`` of the region), as in Zhang et al. (2018), "Top-down neural
     attention by excitation backprop", and TorchRay's ``PointingGame`` (which uses 15 pixels at
     224 x 224). The maximum is taken on the map resized to the region's size; of tied maxima the
     first in row-major order counts (``torch.argmax``), so a constant map points at pixel (0, 0).
