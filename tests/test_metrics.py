@@ -241,3 +241,20 @@ def test_the_how_to_examples_run(capsys):
     exec(compile("\n".join(blocks), str(page), "exec"), {})
     out = capsys.readouterr().out
     assert "deletion AUC" in out and "'drop': {'average_drop': tensor(" in out
+
+
+def test_validate_args_false_gives_the_same_values_and_classes_pickle():
+    import pickle
+
+    model, (x, maps) = _model(), _data()
+    maps = maps / maps.amax(dim=(1, 2), keepdim=True)
+    regions = maps.repeat_interleave(2, 1).repeat_interleave(2, 2) > 0.5
+    for fn, args in [(M.energy_in_region, (maps, regions)), (M.pointing_game, (maps, regions)), (M.sparsity, (maps,)),
+                     (M.entropy, (maps,)), (M.deletion_curve, (model, x, maps)), (M.insertion_curve, (model, x, maps))]:
+        assert torch.equal(fn(*args, validate_args=False), fn(*args)), fn.__name__
+    assert all(torch.equal(a, b) for a, b in zip(M.average_drop_increase(model, x, maps, validate_args=False),
+                                                 M.average_drop_increase(model, x, maps)))
+    metric = M.DeletionAUC(model, steps=4)
+    metric.update(x, maps.unsqueeze(1))  # (B, 1, h, w) maps are accepted
+    again = pickle.loads(pickle.dumps(metric))
+    assert torch.equal(again.compute(), metric.compute())
