@@ -9,7 +9,7 @@ from benchmarks import speed  # noqa: E402
 
 def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     results = speed.main(["--preset", "smoke", "--out", str(tmp_path)])
-    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank"}
+    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics"}
     saved = json.loads((tmp_path / "speed-smoke.json").read_text())
     assert saved["environment"]["versions"]["torch"] and saved["environment"]["commit"] is not None
     rows = saved["cases"]["maps"]
@@ -19,12 +19,31 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
         assert r["proxyaug_vs_pgc"] == pytest.approx(r["pytorch_grad_cam"]["median_s"] / r["proxyaug"]["median_s"])
     assert saved["cases"]["bank"]["7x7"]["bytes_per_image"] == 99
     assert saved["cases"]["thesis"]["written"] == 8
+    metrics = saved["cases"]["metrics"]
+    assert {r["reference"] for r in metrics["rows"]} >= {"torchcam 0.5 DeletionInsertionMetric", "torchcam 0.5 ClassificationMetric"}
+    for r in metrics["rows"]:
+        assert r["ratio"] == pytest.approx(r["reference_timing"]["median_s"] / r["proxyaug"]["median_s"])
+    v = metrics["values"]  # both sides scored the same maps: the timed work computes the same numbers
+    for key in ("deletion_auc", "insertion_auc", "average_drop", "increase"):
+        assert v[key] == pytest.approx(v[f"torchcam_{key}"], abs=1e-5)
     assert saved["verdicts"] and all(isinstance(v["met"], bool) for v in saved["verdicts"])
     table = (tmp_path / "speed-smoke.md").read_text()
-    assert "### Map throughput" in table and "### Targets" in table and "resnet18" in table
+    assert "### Map throughput" in table and "### Targets" in table and "resnet18" in table and "### Explanation metrics" in table
     capsys.readouterr()
     speed.main(["--render", str(tmp_path / "speed-smoke.json")])
     assert capsys.readouterr().out == table
+
+
+def test_merge_adds_cases_to_an_earlier_result(tmp_path):
+    speed.main(["--preset", "smoke", "--cases", "bank", "--out", str(tmp_path)])
+    first = json.loads((tmp_path / "speed-smoke.json").read_text())
+    speed.main(["--preset", "smoke", "--cases", "metrics", "--merge", "--out", str(tmp_path)])
+    merged = json.loads((tmp_path / "speed-smoke.json").read_text())
+    assert merged["cases"]["bank"] == first["cases"]["bank"] and merged["command"] == first["command"]
+    assert set(merged["case_runs"]) == {"metrics"} and "--merge" in merged["case_runs"]["metrics"]["command"]
+    assert any(v["target"].startswith("metrics ") for v in merged["verdicts"])
+    table = (tmp_path / "speed-smoke.md").read_text()
+    assert "### Bank memory" in table and "merged into this file" in table
 
 
 def test_unknown_case_is_refused(tmp_path):

@@ -10,6 +10,8 @@ Every comparison is measured side by side in one process, on the same model, bat
 4. ``thesis``: time to make about 1.2k Grad-CAM++ maps (the thesis reports ~9 s, and as long
    again to write the proxy images to disk).
 5. ``bank``: bytes per image, and what that means for ImageNet-1k.
+6. ``metrics``: ``proxyaug.metrics`` (batched) against torchcam 0.5's and pytorch-grad-cam's
+   metrics on the same model, images and maps.
 
 Method (``benchmarks/README.md``): warm-up runs, then ``repeats`` rounds in which every compared
 callable is timed once in steady state (right after an untimed call of itself), in an order
@@ -19,6 +21,7 @@ seeds; the machine, versions and commit go into the JSON. Run:
 
     python -m benchmarks.speed --preset cpu     # a few minutes on 2 CPU cores
     python -m benchmarks.speed --preset gpu     # on a CUDA machine
+    python -m benchmarks.speed --preset cpu --cases metrics --merge   # one case, into the existing file
 
 It writes ``benchmarks/results/speed-<preset>.json`` and a markdown table generated from it.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import statistics
 from typing import Any, Callable, Dict, List
@@ -177,4 +179,122 @@ def case_bank(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], No
     return out
 
 
-CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank}
+class _GivenCams:
+    """A torchcam CAM extractor that returns maps fixed in advance, so that torchcam scores the
+    maps proxyaug scores (as in ``tests/test_metrics_fidelity.py``)."""
+
+    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
+        self.model, self.maps = model, maps
+
+    def __call__(self, class_idx: Any = None, scores: Any = None, normalized: bool = True, **kwargs: Any) -> List[torch.Tensor]:
+        return [self.maps]
+
+    @staticmethod
+    def fuse_cams(cams: List[torch.Tensor]) -> torch.Tensor:
+        return cams[0]
+
+    def _hooks_off(self) -> Any:
+        return contextlib.nullcontext()
+
+
+def _metric_fns(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, steps: int) -> Dict[str, Callable[[], Any]]:
+    """The compared callables: proxyaug's batched metrics, torchcam 0.5's and pytorch-grad-cam's, on the same maps."""
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+
+    softmax = functools.partial(torch.softmax, dim=-1)
+    given, idx = _GivenCams(model, maps), classes.tolist()
+    full = nn.functional.interpolate(maps.unsqueeze(1), x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    full_np = full.cpu().numpy()  # pytorch-grad-cam takes full-size numpy maps, as its CAMs return them
+    soft_targets = [ClassifierOutputSoftmaxTarget(c) for c in idx]
+
+    def ours_curves() -> None:
+        pa.metrics.deletion_curve(model, x, maps, steps=steps, baseline="zeros", target=classes)
+        pa.metrics.insertion_curve(model, x, maps, steps=steps, baseline="zeros", target=classes)
+
+    def torchcam_curves() -> None:  # one update computes both curves
+        DeletionInsertionMetric(given, softmax, steps=steps).update(x, class_idx=idx)
+
+    def ours_drop() -> None:
+        pa.metrics.average_drop_increase(model, x, maps, target=classes)
+
+    def torchcam_drop() -> None:
+        ClassificationMetric(given, softmax).update(x, class_idx=idx)
+
+    def pgc_drop() -> None:  # one call gives o - y per image, from which drop and increase follow
+        CamMultImageConfidenceChange()(x, full_np, soft_targets, model)
+
+    return {"ours:curves": ours_curves, "torchcam:curves": torchcam_curves, "ours:drop": ours_drop,
+            "torchcam:drop": torchcam_drop, "pgc:drop": pgc_drop}
+
+
+def _metric_values(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, steps: int) -> Dict[str, float]:
+    """Both sides' values on the benchmark's images (the timed calls compute the same numbers)."""
+    from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+
+    softmax, given, idx = functools.partial(torch.softmax, dim=-1), _GivenCams(model, maps), classes.tolist()
+    ref = DeletionInsertionMetric(given, softmax, steps=steps)
+    ref.update(x, class_idx=idx)
+    cls = ClassificationMetric(given, softmax)
+    cls.update(x, class_idx=idx)
+    m = pa.metrics
+    drop, inc = m.average_drop_increase(model, x, maps, target=classes)
+    return {
+        "deletion_auc": float(m.auc(m.deletion_curve(model, x, maps, steps=steps, baseline="zeros", target=classes)).mean()),
+        "insertion_auc": float(m.auc(m.insertion_curve(model, x, maps, steps=steps, baseline="zeros", target=classes)).mean()),
+        "average_drop": float(drop.mean()), "increase": float(inc.float().mean()),
+        "torchcam_deletion_auc": ref.summary()["deletion_auc"], "torchcam_insertion_auc": ref.summary()["insertion_auc"],
+        "torchcam_average_drop": cls.summary()["avg_drop"], "torchcam_increase": cls.summary()["conf_increase"],
+    }
+
+
+#: (row name, proxyaug's callable, reference's callable, reference, what both compute)
+METRIC_PAIRS = [
+    ("deletion + insertion AUC", "ours:curves", "torchcam:curves", "torchcam 0.5 DeletionInsertionMetric",
+     "both curves, zeros baseline, same pixel counts per step"),
+    ("average drop / increase", "ours:drop", "torchcam:drop", "torchcam 0.5 ClassificationMetric", "the same two quantities"),
+    ("average drop / increase", "ours:drop", "pgc:drop", "pytorch-grad-cam CamMultImageConfidenceChange",
+     "confidence change o - y per image (drop and increase follow from it; it is not divided by y)"),
+    ("deletion AUC vs ROAD (MoRF, 9 percentiles)", "ours:deletion", "pgc:road", "pytorch-grad-cam ROADMostRelevantFirstAverage",
+     "not the same work: ROAD imputes removed pixels by a sparse linear solve per image and percentile (scipy) "
+     "where deletion uses a fixed baseline; pytorch-grad-cam has no deletion curve"),
+]
+
+
+def case_metrics(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
+    import timm
+    from pytorch_grad_cam.metrics.road import ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from ..env import version
+
+    size, batch, steps = cfg["size"], cfg["metrics_batch"], cfg["metrics_steps"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=1000).to(device).eval()
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    classes = (torch.arange(batch) % 1000).to(device)
+    maps = pa.attention_maps(model, x, method="gradcam", target=classes)  # (B, 7, 7) at 224 px; both resize bilinearly
+    fns = _metric_fns(model, x, maps, classes, steps)
+    timed = measure_interleaved(fns, device, cfg["warmup"], cfg["metrics_repeats"])
+    full_np = nn.functional.interpolate(maps.unsqueeze(1), (size, size), mode="bilinear", align_corners=False).squeeze(1).cpu().numpy()
+    road = ROADMostRelevantFirstAverage()
+    slow = {  # ROAD takes seconds per image: its own group, no warm-up and one timed round
+        "ours:deletion": lambda: pa.metrics.deletion_curve(model, x, maps, steps=steps, baseline="zeros", target=classes),
+        "pgc:road": lambda: road(x, full_np, [ClassifierOutputSoftmaxTarget(c) for c in classes.tolist()], model),
+    }
+    timed.update(measure_interleaved(slow, device, 0, 1))
+    rows = []
+    for metric, ours, ref, reference, what in METRIC_PAIRS:
+        a, b = timed[ours], timed[ref]
+        rows.append({"metric": metric, "reference": reference, "compares": what, "proxyaug": a, "reference_timing": b,
+                     "proxyaug_ms": 1000 * a["median_s"], "reference_ms": 1000 * b["median_s"], "ratio": b["median_s"] / a["median_s"]})
+        r = rows[-1]
+        log(f"  {metric:42s} proxyaug {r['proxyaug_ms']:9.1f} ms  {reference} {r['reference_ms']:9.1f} ms  -> {r['ratio']:.2f}x")
+    values = _metric_values(model, x, maps, classes, steps)
+    return {"model": "resnet18", "size": size, "batch": batch, "steps": steps, "maps": f"gradcam {tuple(maps.shape[-2:])}",
+            "repeats": cfg["metrics_repeats"], "warmup": cfg["warmup"], "road_repeats": 1, "torchcam": version("torchcam"),
+            "rows": rows, "values": values}
+
+
+CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank, "metrics": case_metrics}

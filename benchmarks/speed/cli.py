@@ -26,6 +26,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--render", metavar="JSON", help="only print the markdown table of an earlier result file")
+    p.add_argument("--merge", action="store_true",
+                   help="add the cases run to the preset's existing result file (each keeps its own command, machine and commit) "
+                        "instead of writing a new one")
     args = p.parse_args(argv)
     if args.render:
         with open(args.render) as f:
@@ -42,11 +45,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"unknown case(s) {sorted(unknown)}; expected some of {list(CASES)}")
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, f"speed-{args.preset}.json")
-    results: Dict[str, Any] = {
-        "preset": args.preset, "settings": cfg, "environment": environment(device),
-        "command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
-        "json": json_path, "cases": {},
-    }
+    command = " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)])
+    results: Dict[str, Any] = {"preset": args.preset, "settings": cfg, "environment": environment(device),
+                               "command": command, "json": json_path, "cases": {}}
+    if args.merge and os.path.exists(json_path):
+        results = _merge_into(json_path, results, wanted)
     print(f"proxyaug speed benchmark, preset {args.preset!r} on {results['environment']['device']}")
     for name in wanted:
         print(f"[{name}]")
@@ -63,3 +66,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         f.write(render(results))
     print(f"wrote {json_path} and {md_path}")
     return results
+
+
+def _merge_into(json_path: str, fresh: Dict[str, Any], wanted: List[str]) -> Dict[str, Any]:
+    """The earlier results, with a record of this run (command, machine, commit) for each case it re-runs."""
+    with open(json_path) as f:
+        old = json.load(f)
+    if old.get("preset") != fresh["preset"]:
+        raise SystemExit(f"--merge: {json_path} holds preset {old.get('preset')!r}, not {fresh['preset']!r}")
+    old["settings"] = {**fresh["settings"], **old["settings"]}  # new keys added; the earlier cases' settings kept
+    runs = old.setdefault("case_runs", {})
+    for name in wanted:
+        runs[name] = {"command": fresh["command"], "environment": fresh["environment"]}
+    return old

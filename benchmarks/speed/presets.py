@@ -12,6 +12,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "methods_large": ["gradcam", "gradcam++", "eigencam"],  # for every model after the first
         "transform_batch": 32, "thesis_images": 1200, "thesis_batch": 64,
         "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1],
+        "metrics_batch": 8, "metrics_steps": 16, "metrics_repeats": 3,  # 16 steps: 224 * 224 pixels divide evenly, as torchcam needs
     },
     "gpu": {
         "device": "cuda", "size": 224, "batch": 64, "warmup": 3, "repeats": 10,
@@ -19,6 +20,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "methods": ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam"],
         "transform_batch": 256, "thesis_images": 1200, "thesis_batch": 128,
         "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1, 2],
+        "metrics_batch": 16, "metrics_steps": 16, "metrics_repeats": 5,
     },
     # seconds: for the test suite, proves the script runs end to end
     "smoke": {
@@ -26,5 +28,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "models": ["resnet18"], "methods": ["gradcam", "eigencam"],
         "transform_batch": 2, "thesis_images": 8, "thesis_batch": 4,
         "e2e_schedule": "1,p,1", "e2e_seeds": [0],
+        "metrics_batch": 2, "metrics_steps": 16, "metrics_repeats": 1,
     },
 }

@@ -12,6 +12,7 @@ TARGETS = {
     "transform_share_cpu": 0.03,  # ProxyTransform <= 3% of a training step on CPU
     "transform_share_gpu": 0.01,  # <= 1% on a GPU
     "e2e_ratio": 1.03,  # thesis schedule end to end <= 1.03x the baseline
+    "metrics_vs_reference": 10.0,  # batched explanation metrics >= 10x the per-image references
 }
 
 
@@ -30,6 +31,18 @@ def _limit(kind: str, gpu: bool, row: Optional[Dict[str, Any]] = None) -> str:
     if kind == "transform":
         return ("the blur is a depthwise convolution with a 2*ceil(3*sigma)+1-tap kernel (43 taps at 224 px), "
                 "slow on a 2-core CPU; pass a smaller blur_sigma, or use the GPU")
+    if kind == "metrics":
+        ref = (row or {}).get("reference", "")
+        if "DeletionInsertion" in ref:
+            return ("torchcam 0.5 is batched in torch as well (32 perturbed images per forward): proxyaug runs 2(K+1) "
+                    "forwards of the batch, torchcam 2K+1 batches' worth of images, and those forwards are nearly all the time on the CPU")
+        if "torchcam" in ref:
+            return ("torchcam 0.5 is batched in torch as well: both run the same two ResNet-18 forwards, nearly all "
+                    "the time on the CPU")
+        if "ROAD" in ref:
+            return "ROAD's per-image sparse solves are its cost; proxyaug's deletion curve is still model forwards"
+        return ("pytorch-grad-cam's confidence change is two batched forwards too; its per-image loop and numpy "
+                "copies are small next to them on the CPU")
     if kind == "e2e":
         return ("every refresh predicts the whole training set once more; with observe() a refresh scans only "
                 "the mistakes recorded during training")
@@ -61,7 +74,32 @@ def verdicts(results: Dict[str, Any]) -> List[Dict[str, Any]]:
         for arm in ("proxy", "proxy_observe"):
             v = cases["e2e"][arm]["wall_ratio"]
             add(f"end to end ({arm}): <= {TARGETS['e2e_ratio']}x baseline", v, v <= TARGETS["e2e_ratio"], "e2e")
+    if "metrics" in cases:
+        for row in cases["metrics"]["rows"]:
+            v = row["ratio"]
+            note = " (not the same work)" if "ROAD" in row["reference"] else ""
+            add(f"metrics {row['metric']}: >= {TARGETS['metrics_vs_reference']:g}x {row['reference']}{note}", v,
+                v >= TARGETS["metrics_vs_reference"], "metrics", row)
     return out
+
+
+def _render_metrics(m: Dict[str, Any], run: Optional[Dict[str, Any]]) -> List[str]:
+    lines = [f"### Explanation metrics against per-image references ({m['model']}, {m['size']} px, batch {m['batch']}, "
+             f"{m['maps']} maps, {m['steps']} steps)", ""]
+    if run:
+        env = run["environment"]
+        lines += [f"Measured by `{run['command']}` (merged into this file) at commit `{env['commit']}` on {env['device']}, "
+                  f"{env['cpu_count']} CPU cores; torchcam {m['torchcam']}. {m['warmup']} warm-up run(s), median of {m['repeats']} "
+                  f"timed runs; ROAD {m['road_repeats']} timed run (seconds per image).", ""]
+    lines += ["| metric | reference | proxyaug (ms) | reference (ms) | reference / proxyaug | what both compute |", "|---|---|---|---|---|---|"]
+    for r in m["rows"]:
+        lines.append(f"| {r['metric']} | {r['reference']} | {r['proxyaug_ms']:.1f} | {r['reference_ms']:.1f} | {r['ratio']:.2f}x | {r['compares']} |")
+    v = m["values"]
+    lines += ["", f"Same values on these images: deletion AUC {v['deletion_auc']:.6f} (torchcam {v['torchcam_deletion_auc']:.6f}), "
+              f"insertion AUC {v['insertion_auc']:.6f} (torchcam {v['torchcam_insertion_auc']:.6f}), average drop "
+              f"{v['average_drop']:.6f} (torchcam {v['torchcam_average_drop']:.6f}), increase {v['increase']:.3f} "
+              f"(torchcam {v['torchcam_increase']:.3f}).", ""]
+    return lines
 
 
 def render(results: Dict[str, Any]) -> str:
@@ -117,6 +155,8 @@ def render(results: Dict[str, Any]) -> str:
         for res, b in cases["bank"].items():
             lines.append(f"| {res} | {b['bytes_per_image']:.0f} | {b['imagenet_1k_mb']:.0f} MB |")
         lines.append("")
+    if "metrics" in cases:
+        lines += _render_metrics(cases["metrics"], results.get("case_runs", {}).get("metrics"))
     lines += ["### Targets", "", "| target | measured | met | limited by |", "|---|---|---|---|"]
     for v in results["verdicts"]:
         value = f"{100 * v['value']:.2f}%" if "%" in v["target"] else f"{v['value']:.2f}x"
