@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ._checks import check_labels, describe
+from ._device import to_device
 
 __all__ = ["MistakeTracker"]
 
@@ -40,8 +41,6 @@ class MistakeTracker:
         """Record the mistakes of a batch: ``samples`` ``(B,)`` sample indices (validated), ``logits`` ``(B, C)``."""
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
-        from ._device import to_device
-
         device = logits.device
         labels = to_device(check_labels("labels", labels, logits.shape[0]), device)
         samples = to_device(samples, device)

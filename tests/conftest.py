@@ -48,6 +48,20 @@ def base():
     return TensorDataset(torch.rand(40, 3, 16, 16, generator=g), torch.randint(0, 4, (40,), generator=g))
 
 
+@pytest.fixture
+def copies(monkeypatch):
+    """The ``non_blocking`` flag of every ``Tensor.to`` call made during the test, in order."""
+    calls = []
+    original = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("non_blocking", False))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    return calls
+
+
 def predictions(model, ds):
     was = model.training
     model.eval()
