@@ -107,12 +107,13 @@ class Run:
         total_loss, seen = torch.zeros((), device=self.device), 0
         for x, y, idx in self.loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            x = self.arm.apply(x, y, idx, self.model)
-            logits = self.model(self.preprocess(x))
-            self.arm.observe(idx, logits, y)
-            loss = nn.functional.cross_entropy(logits, y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with self.arm.step(self.model):  # e.g. maps captured from this step's backward
+                x = self.arm.apply(x, y, idx, self.model)
+                logits = self.model(self.preprocess(x))
+                self.arm.observe(idx, logits, y)
+                loss = nn.functional.cross_entropy(logits, y)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
             self.opt.step()
             self.lr_sched.step()
             total_loss += loss.detach() * len(y)  # summed on the device: no host sync per step

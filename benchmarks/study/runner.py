@@ -17,7 +17,7 @@ from .loop import train_run
 
 CSV_COLUMNS = ["dataset", "model", "arm", "kind", "seed", "epochs", "test_acc", "val_acc", "wall_s", "images_seen",
                "train_size", "maps_final", "masked_area_mean", "refresh_s", "schedule", "method", "mode", "threshold",
-               "weight", "fraction", "select", "proxies", "lr", "batch_size", "size", "pretrained", "key"]
+               "weight", "fraction", "select", "budget", "proxies", "lr", "batch_size", "size", "pretrained", "key"]
 
 
 def run_key(dataset: str, model: str, arm: Dict[str, Any], seed: int, study: Study) -> str:

@@ -12,8 +12,9 @@ line in ``arms/__init__.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, ContextManager, Dict, Optional, Tuple, Type
 
 import torch
 from torch import nn
@@ -123,6 +124,10 @@ class Arm:
 
     def observe(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each training batch's logits."""
+
+    def step(self, model: nn.Module) -> ContextManager[Any]:
+        """A context around each training step (``apply`` .. ``backward``; the optimizer steps after it)."""
+        return contextlib.nullcontext()
 
     def round(self, model: nn.Module, *, epoch: int, number: int) -> Round:
         """At the refresh point after ``epoch`` (the ``number``-th, from 1)."""
