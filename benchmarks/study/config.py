@@ -48,12 +48,17 @@ class Study:
     threads: Optional[int] = None
     grids: int = 8
     out: str = "runs/study"
+    pool_size: Optional[int] = None  # a stratified seeded subset of the pool (train + validation); None: all of it
+    skip_test: bool = False  # never evaluate on the test split (a regime search chooses on validation only)
 
     def training_settings(self) -> Dict[str, Any]:
         """What every run of the study shares (part of each run's identity)."""
         keys = ("schedule", "lr", "momentum", "weight_decay", "batch_size", "size", "val_fraction", "test_fraction",
                 "split_seed", "cue_strength", "pretrained", "small_stem")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        # listed only when set, so the keys of runs made before these settings existed stay valid
+        out.update({k: getattr(self, k) for k in ("pool_size", "skip_test") if getattr(self, k) not in (None, False)})
+        return out
 
 
 def read_config(path: str) -> Dict[str, Any]:

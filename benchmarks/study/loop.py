@@ -122,9 +122,10 @@ class Run:
         self.history["loss"].append(float(total_loss) / seen)
 
     def evaluate(self) -> Tuple[float, float]:
-        """Test and validation accuracy, appended to the curves."""
+        """Test and validation accuracy, appended to the curves (test NaN, never touched, with ``skip_test``)."""
         workers = self.study.workers
-        test_acc = accuracy(self.model, self.data.test, self.preprocess, self.device, workers=workers)
+        skip = self.study.skip_test  # a regime search chooses on validation only: the test split stays unread
+        test_acc = float("nan") if skip else accuracy(self.model, self.data.test, self.preprocess, self.device, workers=workers)
         val_acc = accuracy(self.model, Subset(self.data.pool, self.val_idx.tolist()), self.preprocess, self.device, workers=workers)
         self.history["test_acc"].append(test_acc)
         self.history["val_acc"].append(val_acc)
@@ -162,7 +163,7 @@ class Run:
         return {
             "dataset": self.data.name, "model": self.model_name, "arm": spec["name"], "kind": spec["kind"], "seed": self.seed,
             "epochs": self.schedule.epochs, "test_acc": h["test_acc"][-1], "val_acc": h["val_acc"][-1], "wall_s": h["wall_s"],
-            "images_seen": h["images_seen"], "train_size": self.n_train, "test_size": len(self.data.test),
+            "images_seen": h["images_seen"], "train_size": self.n_train, "test_size": 0 if self.study.skip_test else len(self.data.test),
             "maps_final": rounds[-1]["maps"] if rounds else 0,
             "masked_area_mean": statistics.fmean(r["masked_area"] for r in rounds) if rounds else 0.0,
             "refresh_s": sum(r["seconds"] for r in rounds),
