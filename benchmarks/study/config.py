@@ -47,6 +47,9 @@ class Study:
     workers: int = 0
     threads: Optional[int] = None
     grids: int = 8
+    explain: int = 0
+    explain_method: str = "eigengradcam"
+    explain_steps: int = 10
     out: str = "runs/study"
     pool_size: Optional[int] = None  # a stratified seeded subset of the pool (train + validation); None: all of it
     skip_test: bool = False  # never evaluate on the test split (a regime search chooses on validation only)
@@ -140,6 +143,14 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
         e = pa.ProxySchedule.parse(arm.get("schedule", study.schedule)).epochs
         if e != epochs:
             raise ValueError(f"arm {arm['name']!r} has a schedule of {e} epochs, the study {epochs}: every arm trains for the same epochs.")
+    if not isinstance(study.explain, int) or study.explain < 0:
+        raise ValueError(f"explain={study.explain!r} is not valid; expected the number of test images to explain (0: off).")
+    if not isinstance(study.explain_steps, int) or study.explain_steps < 1:
+        raise ValueError(f"explain_steps={study.explain_steps!r} is not valid; expected an int >= 1 (deletion / insertion steps).")
+    try:
+        pa.MapSpec(method=study.explain_method)  # an unknown method fails here, before training
+    except ValueError as e:
+        raise ValueError(f"explain_method: {e}") from e
     if len(study.seeds) < 1:
         raise ValueError("seeds is empty; expected at least one seed (three or more for a comparison).")
     return study
