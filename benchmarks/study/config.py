@@ -63,6 +63,11 @@ class Study:
         out.update({k: getattr(self, k) for k in ("pool_size", "skip_test") if getattr(self, k) not in (None, False)})
         return out
 
+    def explain_settings(self) -> Dict[str, Any]:
+        """How explanations are measured (``benchmarks.study.explain``): part of a run's identity when
+        on (a record holds what was measured), absent when off so earlier keys stay valid."""
+        return {k: getattr(self, k) for k in ("explain", "explain_method", "explain_steps")} if self.explain else {}
+
 
 def read_config(path: str) -> Dict[str, Any]:
     """A ``.json`` or ``.toml`` file as a dict."""
@@ -145,6 +150,8 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
             raise ValueError(f"arm {arm['name']!r} has a schedule of {e} epochs, the study {epochs}: every arm trains for the same epochs.")
     if not isinstance(study.explain, int) or study.explain < 0:
         raise ValueError(f"explain={study.explain!r} is not valid; expected the number of test images to explain (0: off).")
+    if study.explain and study.skip_test:
+        raise ValueError(f"explain={study.explain} measures on test images, which skip_test=True forbids; set explain = 0 for a search.")
     if not isinstance(study.explain_steps, int) or study.explain_steps < 1:
         raise ValueError(f"explain_steps={study.explain_steps!r} is not valid; expected an int >= 1 (deletion / insertion steps).")
     try:
