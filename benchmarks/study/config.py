@@ -124,6 +124,8 @@ def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
     full.update({k: arm.get(k, v) for k, v in arm_kind(arm["kind"]).defaults.items()})
     if "observe" in full and not full["observe"]:  # listed only when on
         full.pop("observe")
+    if full.get("budget", "") in (None, "thesis"):  # listed only when not the thesis rule: older runs' keys stay valid
+        full.pop("budget")
     return full
 
 
