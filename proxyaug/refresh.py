@@ -30,7 +30,7 @@ from .attention.layers import LayerSpec, Reshape
 from .distributed import shard_context
 from .protocol import Refreshable, check_refreshable
 from .report import RefreshReport
-from .selection import POLICIES, SELECT, choose, scores
+from .selection import POLICIES, SELECT, Budget, budget_size, check_budget, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
 
@@ -224,6 +224,11 @@ def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor) -> Optional
     return h, w
 
 
+def _rule(budget: Budget) -> str:
+    """The budget as given, for the report."""
+    return "thesis" if budget is None else f"share {budget}" if isinstance(budget, float) else f"count {budget}"
+
+
 def refresh(
     model: nn.Module,
     ds: Refreshable,
@@ -233,6 +238,7 @@ def refresh(
     layer: LayerSpec = None,
     fraction: float = 0.2,
     select: str = "wrong",
+    budget: Budget = None,
     target: str = "pred",
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     batch_size: int = 128,
@@ -257,6 +263,8 @@ def refresh(
     3. **Select**: of the wrongly predicted ones, ``fraction`` chosen at random from ``seed``
        (``select="wrong"``); other policies (``"loss"``, ``"margin"``, ``"entropy"``, ``"random"``)
        choose as many images by their own rule, see [`proxyaug.selection`][proxyaug.selection].
+       ``budget`` replaces the thesis rule's count by a share of the scanned images or a fixed
+       count, which does not fall to zero once the model gets its training images right.
     4. **Attend**: native batched maps (``method``) at ``layer`` for the chosen images, for the
        predicted class (``target="pred"``, the thesis' choice) or the label.
     5. **Commit**: the new maps go into ``ds.bank`` in one step (at the samples' bank rows, see
@@ -283,6 +291,11 @@ def refresh(
         layer: target layer(s) (module, name or list); ``None`` finds it.
         fraction: share of the wrong images that get a map, in (0, 1] (thesis: 0.2).
         select: ``"wrong"`` (thesis), ``"loss"``, ``"margin"``, ``"entropy"`` or ``"random"``.
+        budget: how many images the policy chooses: ``None``, the thesis rule
+            ``round(fraction * wrong)``; a float in (0, 1], that share of the scanned images; an
+            int, that many. ``"wrong"`` maps wrong images only, so it chooses fewer when fewer are
+            wrong; the others choose among all scanned images. ``fraction`` is used only when
+            ``budget`` is ``None``.
         target: ``"pred"`` or ``"label"``: the class whose evidence the map shows.
         preprocess: applied to each batch on the device before the model (e.g. normalisation),
             so the model sees what it sees in training.
@@ -333,7 +346,7 @@ def refresh(
     model = unwrap(model)
     run = _Refresh(
         model, ds, spec, fraction=check_unit_interval("fraction", fraction, low_open=True),
-        select=check_choice("select", select, SELECT), target=check_choice("target", target, TARGETS),
+        select=check_choice("select", select, SELECT), target=check_choice("target", target, TARGETS), budget=check_budget(budget),
         preprocess=preprocess, batch_size=check_positive_int("batch_size", batch_size), indices=indices,
         num_workers=num_workers, device=_check_device(model, device), distributed=distributed,
     )
@@ -344,7 +357,7 @@ def refresh(
         # instead of waiting for it forever
         wrong, score = run.gather_scan(*_on_every_rank(run.shard, lambda: run.scan(run.mine(candidates))), candidates.numel())
         scan_end = time.perf_counter()
-        chosen = choose(run.select, candidates, wrong, score, run.fraction, ds.refreshes if seed is None else seed)
+        chosen = choose(run.select, candidates, wrong, score, run.fraction, ds.refreshes if seed is None else seed, budget=run.budget)
         maps = run.gather_maps(_on_every_rank(run.shard, lambda: run.attend(run.mine(chosen))), chosen.numel())
     end = time.perf_counter()
     written, maps, skipped = _finite(maps, chosen)
@@ -354,6 +367,8 @@ def refresh(
         layer=",".join(t.name for t in run.layers) if run.layers else "", indices=written, source=source,
         skipped=skipped, select=run.select, world_size=run.shard.world_size if run.shard else 1,
         computed=run.mine(chosen).numel(), rows=ds.rows(written), resolution=_resolution(maps, written),
+        budget=budget_size(run.budget, wrong=int(wrong.sum()), scanned=candidates.numel(), fraction=run.fraction),
+        budget_rule=_rule(run.budget),
     )
     ds.commit(
         written if maps is not None and written.numel() else None, maps, reset=reset, report=report,

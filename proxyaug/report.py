@@ -17,7 +17,7 @@ class RefreshReport:
     Attributes:
         scanned: images whose predictions were checked.
         wrong: of those, predicted wrongly.
-        chosen: images selected for a map (``fraction`` of ``wrong``, by the ``select`` policy).
+        chosen: images selected for a map by the ``select`` policy, at most ``budget``.
         written: maps written to the bank: ``chosen`` less ``skipped``.
         seconds: wall time of the whole refresh.
         scan_seconds: time of the scan (forward passes under ``no_grad``).
@@ -35,6 +35,10 @@ class RefreshReport:
         select: the selection policy.
         world_size: ranks that shared the work (1 without ``torch.distributed``).
         computed: maps this rank computed (its share of ``chosen``).
+        budget: images the selection budget allowed: ``round(fraction * wrong)`` under the thesis
+            rule (``budget=None``), else the share of ``scanned`` or the count given. ``chosen`` is
+            below it when fewer images qualify (``select="wrong"`` maps wrong images only).
+        budget_rule: the budget as given: ``"thesis"``, ``"share 0.05"`` or ``"count 256"``.
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -65,6 +69,8 @@ class RefreshReport:
     computed: int = 0
     rows: Optional[torch.Tensor] = None
     resolution: Optional[Tuple[int, int]] = None
+    budget: int = 0
+    budget_rule: str = "thesis"
 
     @property
     def images_per_s(self) -> float:
@@ -77,11 +83,12 @@ class RefreshReport:
         return self.written / self.attention_seconds if self.attention_seconds > 0 else float("inf")
 
     def __str__(self) -> str:
-        if self.wrong == 0:
+        if self.wrong == 0 and self.chosen == 0:
             return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); the bank is unchanged ({self.seconds:.2f} s)"
         size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
+        short = f" of a budget of {self.budget} ({self.budget_rule})" if self.chosen < self.budget else ""
         return (
-            f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}, "
+            f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}{short}, "
             f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
             f"({self.images_per_s:.0f} images/s)"
         )

@@ -22,6 +22,7 @@ from .. import functional as F
 from ..dataset import ProxyDataset
 from ..refresh import RefreshReport, refresh
 from ..schedule import PlateauSchedule, ProxySchedule
+from ..selection import check_budget
 from ..transform import ProxyTransform
 
 __all__ = ["ProxyAttention"]
@@ -59,8 +60,11 @@ class ProxyAttention(Callback):
             for the refresh; ``None`` if ``forward`` does it itself.
         monitor: the logged metric an on-plateau schedule watches (e.g. ``"val_acc"``).
         **refresh_kwargs: passed to [`refresh()`][proxyaug.refresh.refresh] (``method``,
-            ``fraction``, ``select``, ``batch_size``, ...); checked against its signature now,
-            not at the first refresh.
+            ``fraction``, ``select``, ``budget``, ``batch_size``, ...); checked against its
+            signature now, not at the first refresh. ``budget`` (a share of the scanned images
+            or a count, see [`proxyaug.selection`][proxyaug.selection]) keeps a ranking policy
+            such as ``select="loss"`` mapping images once the model gets every one right; each
+            refresh logs ``proxyaug/wrong``, ``proxyaug/chosen`` and ``proxyaug/written``.
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -68,6 +72,8 @@ class ProxyAttention(Callback):
         >>> callback = ProxyAttention(ds, "2,p,2", fraction=0.2)
         >>> callback.schedule.refresh_epochs, callback.proxy.mode
         ((2,), 'blend')
+        >>> ProxyAttention(ds, "2,p,2", select="loss", budget=0.05).refresh_kwargs
+        {'select': 'loss', 'budget': 0.05}
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class ProxyAttention(Callback):
                 f"ProxyAttention got {unknown}, which refresh() does not take; expected ProxyTransform settings "
                 f"(mode, threshold, weight, p, blur_sigma) or refresh() arguments: {', '.join(sorted(accepted))}."
             )
+        if "budget" in refresh_kwargs:  # now, not at the first refresh
+            refresh_kwargs["budget"] = check_budget(refresh_kwargs["budget"])
         if observe not in (None, True, False):
             raise ValueError(f"observe={observe!r} is not valid; expected None, True or False.")
         self.dataset = dataset
@@ -138,7 +146,8 @@ class ProxyAttention(Callback):
         if self.schedule.should_refresh(trainer.current_epoch, metric):
             report = self.dataset.refresh(pl_module, preprocess=self.preprocess, progress=False, **self.refresh_kwargs)
             self.reports.append(report)
-            pl_module.log_dict({"proxyaug/wrong": float(report.wrong), "proxyaug/written": float(report.written)})
+            pl_module.log_dict({"proxyaug/wrong": float(report.wrong), "proxyaug/chosen": float(report.chosen),
+                                "proxyaug/written": float(report.written)})
 
     def state_dict(self) -> dict:
         return {"dataset": self.dataset.state_dict(), "schedule": self.schedule.state_dict()}

@@ -1,7 +1,9 @@
 """``proxy``: Proxy Attention.
 
 On the schedule, ``refresh`` maps the wrongly predicted training images (``method``,
-``fraction``, ``select``) and ``ProxyTransform`` replaces their pixels (``mode``, ``threshold``,
+``fraction``, ``select``, ``budget``: a share of the scanned images or a count instead of the
+thesis rule's share of the wrong ones, so that a ranking policy keeps mapping once the model
+fits its training set) and ``ProxyTransform`` replaces their pixels (``mode``, ``threshold``,
 ``weight``). ``proxies = "append"`` adds the proxy images as extra samples instead
 (``ProxyDataset(proxies="append")``); the sampler still draws the same number of images per
 epoch. ``observe = true`` records the training batches' mistakes (``ProxyDataset.observe``) so
@@ -19,7 +21,7 @@ from torch.utils.data import Subset
 import proxyaug as pa
 
 from .base import register
-from .refreshing import RefreshingArm, proxy_defaults
+from .refreshing import RefreshingArm, proxy_defaults, selection_text
 
 
 @register
@@ -37,7 +39,7 @@ class Proxy(RefreshingArm):
         if s.get("mode") == "blend" and s.get("weight") == 0:
             return f"unchanged copies of the images {s.get('method')} maps would mark{extra}"
         how = f"weight {s.get('weight')}" if s.get("mode") == "blend" else ""
-        return f"{s.get('mode')}{' ' + how if how else ''}, threshold {s.get('threshold')}; {s.get('method')} on {s.get('fraction'):.0%} of wrong{extra}"
+        return f"{s.get('mode')}{' ' + how if how else ''}, threshold {s.get('threshold')}; {s.get('method')} on {selection_text(s)}{extra}"
 
     def make_dataset(self, indices: torch.Tensor) -> pa.ProxyDataset:
         return pa.ProxyDataset(Subset(self.context.pool, indices.tolist()), device=self.context.device, proxies=self.spec["proxies"])

@@ -15,10 +15,38 @@ from .base import Arm, Round
 
 # Proxy Attention's settings; the thesis' defaults. Every refreshing arm takes them (the controls
 # match the masks of the refresh they run); ``proxies`` is the proxy arm's, ``tries`` keepaugment's.
+# ``budget``: None or "thesis" (round(fraction * wrong)), a float share of the scanned images or an
+# int count, as refresh(budget=) takes it (a config file cannot write None: "thesis" says it).
 PROXY_DEFAULTS: Dict[str, Any] = {
     "method": "gradcam++", "mode": F.DEFAULT_MODE, "threshold": F.DEFAULT_THRESHOLD, "weight": F.DEFAULT_WEIGHT, "fraction": 0.2,
-    "select": "wrong", "proxies": "replace", "layer": None, "observe": False, "tries": 10,
+    "select": "wrong", "budget": None, "proxies": "replace", "layer": None, "observe": False, "tries": 10,
 }
+
+
+def budget_of(settings: Dict[str, Any]) -> Any:
+    """The arm's ``budget`` as ``refresh(budget=)`` takes it (``"thesis"`` is ``None``), checked.
+
+    Examples:
+        >>> budget_of({"budget": "thesis"}), budget_of({"budget": 0.05}), budget_of({})
+        (None, 0.05, None)
+    """
+    value = settings.get("budget")
+    return None if value == "thesis" else pa.selection.check_budget(value)
+
+
+def selection_text(settings: Dict[str, Any]) -> str:
+    """Which images get a map, in words, for the report.
+
+    Examples:
+        >>> selection_text({"fraction": 0.2, "select": "wrong"}), selection_text({"select": "loss", "budget": 0.05})
+        ('20% of wrong', 'top 5% of scanned by loss')
+    """
+    s, budget = settings, budget_of(settings)
+    how = {"wrong": "wrong", "random": "random"}.get(s.get("select", "wrong"))
+    if budget is None:
+        return f"{s.get('fraction'):.0%} of wrong" + ("" if how == "wrong" else f", {how or 'top by ' + s['select']}")
+    size = f"{budget:.0%} of scanned" if isinstance(budget, float) else f"{budget} images"
+    return {"wrong": f"up to {size}, wrong only", "random": f"{size} at random"}.get(s.get("select"), f"top {size} by {s.get('select')}")
 
 
 def proxy_defaults(*extra: str) -> Dict[str, Any]:
@@ -41,6 +69,7 @@ class RefreshingArm(Arm):
 
     def __init__(self, spec: Dict[str, Any], context: Any) -> None:
         super().__init__(spec, context)
+        self.budget = budget_of(spec)  # checked now, not at the first refresh
         self.p, self.area = 0.0, 0.0
         self.observing = bool(spec.get("observe", False))
 
@@ -56,7 +85,7 @@ class RefreshingArm(Arm):
         """Run the refresh, update what the arm applies, and return the round's record."""
         s = self.spec
         report = self.ds.refresh(
-            model, method=s["method"], fraction=s["fraction"], select=s["select"], layer=s["layer"],
+            model, method=s["method"], fraction=s["fraction"], select=s["select"], budget=self.budget, layer=s["layer"],
             preprocess=self.context.preprocess, progress=False,
         )
         rows = self.ds.bank.present.nonzero().flatten()
@@ -64,7 +93,8 @@ class RefreshingArm(Arm):
         self.p, self.area = rows.numel() / self.context.n_train, area
         self.refreshed()
         return {
-            "scanned": report.scanned, "wrong": report.wrong, "written": report.written, "maps": int(rows.numel()),
+            "scanned": report.scanned, "wrong": report.wrong, "chosen": report.chosen, "budget": report.budget,
+            "written": report.written, "maps": int(rows.numel()),
             "masked_area": area, "p": self.p, "seconds": report.seconds, "layer": report.layer,
             "new_rows": self.ds.rows(report.indices).tolist(),
         }
@@ -75,7 +105,7 @@ class RefreshingArm(Arm):
     def round(self, model: nn.Module, *, epoch: int, number: int) -> Round:
         rec = self.refresh(model)
         rec["epoch"] = epoch
-        note = f" | refresh: {rec['wrong']} wrong, {rec['written']} maps, {rec['maps']} in bank, area {rec['masked_area']:.3f}, p {rec['p']:.3f}"
+        note = f" | refresh: {rec['wrong']} wrong, {rec['chosen']} chosen, {rec['written']} maps, {rec['maps']} in bank, area {rec['masked_area']:.3f}, p {rec['p']:.3f}"
         return Round(record=rec, note=note)
 
     def state_dict(self) -> Dict[str, Any]:
