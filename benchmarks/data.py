@@ -12,10 +12,19 @@ resize and centre crop), as [`proxyaug.ProxyDataset`][proxyaug.ProxyDataset] nee
   the label's position for ``cue_strength`` of the images (90 %) and at another class's position
   for the rest; test images have no cue. A model can reach high pool accuracy from the cue alone and
   then fails on the test set: the situation where attending to the wrong thing hurts.
+- ``fashion-mnist``, ``mnist``: the official train (pool, 60,000) / test (10,000) splits of
+  28x28 grey photographs of clothing / handwritten digits, read from their four IDX files
+  (gzipped or not; [`benchmarks.idx`][benchmarks.idx]) in ``root``, in torchvision's layout
+  (``root/FashionMNIST/raw/``, ``root/MNIST/raw/``) or, for Fashion-MNIST, where
+  ``apt-get install dataset-fashion-mnist`` puts them (``/usr/share/datasets/fashion-mnist/``);
+  resized only when ``size`` is not 28.
 - ``cifar10``, ``cifar100``: torchvision's official train (pool) / test splits.
 - ``flowers102``: train + val (pool) / test; ``oxford-pet``: trainval (pool) / test;
   ``caltech101``: a stratified seeded test split.
 - ``imagefolder:PATH``: an ``ImageFolder`` at ``PATH`` with a stratified seeded test split.
+
+``pool_size`` keeps a stratified seeded subset (``split_seed``) of that many pool images, for
+any dataset; ``Data.info`` says so.
 
 torchvision datasets are read from ``root`` with ``download=False``: download them once
 yourself (``torchvision.datasets.CIFAR10(root, download=True)``); a missing dataset raises an
@@ -25,15 +34,15 @@ error that says so. Nothing here downloads at run time.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["Data", "DATASETS", "load_data", "split_pool", "split_fingerprint"]
+__all__ = ["Data", "DATASETS", "load_data", "limit_pool", "split_pool", "split_fingerprint"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DATASETS = ("digits", "shortcut-digits", "cifar10", "cifar100", "caltech101", "flowers102", "oxford-pet", "imagefolder:PATH")
+DATASETS = ("digits", "shortcut-digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "caltech101", "flowers102", "oxford-pet", "imagefolder:PATH")
 
 # border positions (row, col) of the shortcut cue's top-left corner in the 8x8 frame, one per class
 CUE_POSITIONS = ((0, 0), (0, 3), (0, 6), (3, 6), (6, 6), (6, 3), (6, 0), (3, 0), (0, 1), (6, 5))
@@ -127,6 +136,61 @@ def _digits(size: int, test_fraction: float, split_seed: int, shortcut: bool, cu
     )
 
 
+# per-channel mean and std of the official training images (the models' normalisation)
+IDX_STATS = {"fashion-mnist": ((0.2860,), (0.3530,)), "mnist": ((0.1307,), (0.3081,))}
+
+
+def _idx(name: str, size: int, root: str) -> Data:
+    """Fashion-MNIST or MNIST from their IDX files: official train = pool, official test = test."""
+    from .idx import SOURCES, load_idx
+
+    train_x, train_y, test_x, test_y, where = load_idx(name, root)
+
+    def frame(images: torch.Tensor) -> torch.Tensor:  # uint8 (N, 28, 28) -> float (N, 1, size, size) in [0, 1]
+        x = images.unsqueeze(1).float().div_(255.0)
+        if x.shape[-2:] != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+        return x
+
+    h, w = train_x.shape[-2:]
+    resized = f", resized to {size}x{size}" if (h, w) != (size, size) else ""
+    info = f"{SOURCES[name][0]} ({where}): {len(train_y)} pool / {len(test_y)} test images (official train / test), {h}x{w} grey{resized}"
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    mean, std = IDX_STATS[name]
+    return Data(name=name, pool=TensorDataset(frame(train_x), train_y), pool_labels=train_y, test=TensorDataset(frame(test_x), test_y),
+                num_classes=classes, channels=1, mean=mean, std=std, info=info)
+
+
+def limit_pool(data: Data, pool_size: Optional[int], seed: int) -> Data:
+    """``data`` with a stratified seeded subset of ``pool_size`` pool images (all of them for ``None``).
+
+    Examples:
+        >>> small = limit_pool(load_data("digits", size=8), 300, seed=0)
+        >>> len(small.pool), small.pool_labels.bincount().tolist()[:3], small.info.split("; ")[-1]
+        (300, [30, 30, 30], 'pool: a stratified subset of 300 of the 1257 images (seed 0)')
+    """
+    if pool_size is None:
+        return data
+    n = len(data.pool_labels)
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not data.num_classes <= pool_size <= n:
+        raise ValueError(f"pool_size={pool_size!r} is not valid; expected None (the whole pool) or an int from {data.num_classes} to {n}, the pool's size.")
+    if pool_size == n:
+        keep = torch.arange(n)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        labels = data.pool_labels.numpy()
+        keep = torch.as_tensor(sorted(train_test_split(range(n), train_size=pool_size, random_state=seed, stratify=labels)[0]))
+    if isinstance(data.pool, TensorDataset):
+        pool: Dataset = TensorDataset(*(t[keep] for t in data.pool.tensors))
+    else:
+        from torch.utils.data import Subset
+
+        pool = Subset(data.pool, keep.tolist())
+    info = f"{data.info}; pool: a stratified subset of {pool_size} of the {n} images (seed {seed})"
+    return dataclasses.replace(data, pool=pool, pool_labels=data.pool_labels[keep], info=info)
+
+
 def _image_transform(size: int, rgb: bool = True) -> Callable[[Any], torch.Tensor]:
     from torchvision import transforms as T
 
@@ -182,7 +246,8 @@ def _torchvision(name: str, size: int, root: str, test_fraction: float, split_se
 
 
 def load_data(
-    name: str, size: int = 32, root: str = "data", test_fraction: float = 0.3, split_seed: int = 0, cue_strength: float = 0.9
+    name: str, size: int = 32, root: str = "data", test_fraction: float = 0.3, split_seed: int = 0, cue_strength: float = 0.9,
+    *, pool_size: Optional[int] = None,
 ) -> Data:
     """Load dataset ``name`` (see the module docstring) with its fixed split.
 
@@ -192,7 +257,11 @@ def load_data(
         (1257, 540, torch.Size([1, 16, 16]))
     """
     if name in ("digits", "shortcut-digits"):
-        return _digits(size, test_fraction, split_seed, name == "shortcut-digits", cue_strength)
-    if name in DATASETS or name.startswith("imagefolder:"):
-        return _torchvision(name, size, root, test_fraction, split_seed)
-    raise ValueError(f"dataset={name!r} is not supported; expected one of {', '.join(DATASETS)}.")
+        data = _digits(size, test_fraction, split_seed, name == "shortcut-digits", cue_strength)
+    elif name in IDX_STATS:
+        data = _idx(name, size, root)
+    elif name in DATASETS or name.startswith("imagefolder:"):
+        data = _torchvision(name, size, root, test_fraction, split_seed)
+    else:
+        raise ValueError(f"dataset={name!r} is not supported; expected one of {', '.join(DATASETS)}.")
+    return limit_pool(data, pool_size, split_seed)
