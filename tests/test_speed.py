@@ -9,14 +9,34 @@ from benchmarks import speed  # noqa: E402
 
 def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     results = speed.main(["--preset", "smoke", "--out", str(tmp_path)])
-    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics"}
+    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics", "formats"}
     saved = json.loads((tmp_path / "speed-smoke.json").read_text())
-    assert saved["environment"]["versions"]["torch"] and saved["environment"]["commit"] is not None
+    env = saved["environment"]
+    assert env["versions"]["torch"] and env["commit"] is not None and env["versions"]["captum"] and env["versions"]["torchcam"]
+    assert set(env["load"]["cases"]) == set(results["cases"])  # the machine's load around each case
     rows = saved["cases"]["maps"]
-    assert {r["method"] for r in rows} == {"gradcam", "eigencam"}
+    assert {r["method"] for r in rows} == {"gradcam", "gradcam++", "eigencam"}
+    by = {r["method"]: r for r in rows}
+    # every peer that has the method, on the same model, batch, layer and classes
+    assert set(by["gradcam"]["peers"]) == {"pytorch_grad_cam", "torchcam", "captum"}
+    assert set(by["gradcam++"]["peers"]) == {"pytorch_grad_cam", "torchcam"} and set(by["eigencam"]["peers"]) == {"pytorch_grad_cam"}
     for r in rows:  # the ratios are what the tables publish: check they are the medians' ratios
         assert r["proxyaug_vs_forward"] == pytest.approx(r["forward"]["median_s"] / r["proxyaug"]["median_s"])
         assert r["proxyaug_vs_pgc"] == pytest.approx(r["pytorch_grad_cam"]["median_s"] / r["proxyaug"]["median_s"])
+        for p in r["peers"].values():
+            assert p["proxyaug_vs"] == pytest.approx(p["timing"]["median_s"] / r["proxyaug"]["median_s"])
+        fastest = min(p["timing"]["median_s"] for p in r["peers"].values())
+        assert r["proxyaug_vs_fastest_peer"] == pytest.approx(fastest / r["proxyaug"]["median_s"])
+    # the same maps where the formula is the same (Eigen-CAM up to pytorch-grad-cam's arbitrary sign) ...
+    for method, peer in (("gradcam", "pytorch_grad_cam"), ("gradcam", "torchcam"), ("gradcam", "captum"),
+                         ("gradcam++", "pytorch_grad_cam"), ("eigencam", "pytorch_grad_cam")):
+        assert by[method]["peers"][peer]["agreement"]["max_abs_diff"] < 1e-4, (method, peer)
+    # ... and torchcam's Grad-CAM++, another weighting, stated as such
+    tc = by["gradcam++"]["peers"]["torchcam"]
+    assert tc["agreement"]["max_abs_diff"] > 1e-3 and "alpha" in tc["note"]
+    formats = {r["variant"]: r for r in saved["cases"]["formats"]["rows"]}
+    assert set(formats) == {"float32", "bf16 autocast", "channels_last", "bf16 autocast + channels_last"}
+    assert formats["float32"]["maps_max_abs_diff_vs_float32"] == 0 and formats["channels_last"]["maps_max_abs_diff_vs_float32"] < 1e-4
     assert saved["cases"]["bank"]["7x7"]["bytes_per_image"] == 99
     assert saved["cases"]["thesis"]["written"] == 8
     metrics = saved["cases"]["metrics"]
@@ -29,6 +49,7 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     assert saved["verdicts"] and all(isinstance(v["met"], bool) for v in saved["verdicts"])
     table = (tmp_path / "speed-smoke.md").read_text()
     assert "### Map throughput" in table and "### Targets" in table and "resnet18" in table and "### Explanation metrics" in table
+    assert "#### Agreement with proxyaug's maps" in table and "captum" in table and "### Autocast and channels_last" in table
     capsys.readouterr()
     speed.main(["--render", str(tmp_path / "speed-smoke.json")])
     assert capsys.readouterr().out == table

@@ -13,29 +13,48 @@ from torch import nn
 
 import proxyaug as pa
 
+from .formats import case_formats
 from .measure import measure, measure_interleaved
+from .peers import FORMULA_NOTES, PEERS, PGC_CLASSES, agreement, flipped_maps, peer_maps, peers_for
 
-PGC_CLASSES = {
-    "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-    "layercam": "LayerCAM", "gradcamelementwise": "GradCAMElementWise", "eigencam": "EigenCAM", "eigengradcam": "EigenGradCAM",
-}
+def _model(name: str, size: int, device: torch.device) -> nn.Module:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=1000, img_size=size) if "vit" in name else timm.create_model(name, num_classes=1000)
+    return model.to(device).eval()
+
+
+def _maps_row(name: str, method: str, layer: Any, timed: Dict[str, Any], agree: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
+    batch, floor, a = cfg["batch"], timed["forward"], timed[f"ours:{method}"]
+    row: Dict[str, Any] = {
+        "model": name, "method": method, "batch": batch, "size": cfg["size"], "layer": layer.name,
+        "forward": floor, "proxyaug": a, "forward_images_per_s": batch / floor["median_s"],
+        "proxyaug_images_per_s": batch / a["median_s"], "proxyaug_vs_forward": floor["median_s"] / a["median_s"], "peers": {},
+    }
+    for peer, _, _ in PEERS:
+        b = timed.get(f"{peer}:{method}")
+        if b is None:
+            continue
+        row["peers"][peer] = {"timing": b, "images_per_s": batch / b["median_s"], "proxyaug_vs": b["median_s"] / a["median_s"],
+                              "agreement": agree[peer], "note": FORMULA_NOTES.get((peer, method), "")}
+    pgc = row["peers"].get("pytorch_grad_cam")
+    if pgc:  # the keys of the earlier results, kept for the scale estimate and older readers
+        row.update(pytorch_grad_cam=pgc["timing"], pgc_images_per_s=pgc["images_per_s"], proxyaug_vs_pgc=pgc["proxyaug_vs"])
+    if row["peers"]:
+        fastest = min(row["peers"], key=lambda p: row["peers"][p]["timing"]["median_s"])
+        row.update(fastest_peer=fastest, proxyaug_vs_fastest_peer=row["peers"][fastest]["proxyaug_vs"])
+    return row
 
 
 def case_maps(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
-    import pytorch_grad_cam as pgc
-    import timm
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     rows = []
     size, batch = cfg["size"], cfg["batch"]
     for n, name in enumerate(cfg["models"]):
-        torch.manual_seed(0)
-        model = timm.create_model(name, num_classes=1000, img_size=size) if "vit" in name else timm.create_model(name, num_classes=1000)
-        model = model.to(device).eval()
+        model = _model(name, size, device)
         x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
         (layer,) = pa.attention.resolve_layers(model, None, x)
         classes = (torch.arange(batch) % 1000).to(device)
-        targets = [ClassifierOutputTarget(int(t)) for t in classes.tolist()]
 
         def forward() -> None:
             with torch.no_grad():
@@ -44,39 +63,29 @@ def case_maps(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], No
         def ours(method: str) -> Callable[[], Any]:
             return lambda: pa.attention_maps(model, x, method=method, layer=layer.module, target=classes, size=(size, size))
 
-        def theirs(method: str) -> Callable[[], Any]:
-            cls = getattr(pgc, PGC_CLASSES[method])
-
-            def run() -> None:  # as its README uses it: a `with` block per batch
-                with cls(model, [layer.module], reshape_transform=lambda t: layer.to_nchw(t, (size, size))) as cam:
-                    cam(x, targets)
-
-            return run
-
         methods = cfg["methods"] if n == 0 else cfg.get("methods_large", cfg["methods"])
         fns: Dict[str, Callable[[], Any]] = {"forward": forward}
+        agree: Dict[str, Dict[str, Any]] = {}
         for method in methods:
-            fns[f"ours:{method}"], fns[f"theirs:{method}"] = ours(method), theirs(method)
+            fns[f"ours:{method}"] = ours(method)
+            reference = fns[f"ours:{method}"]()
+            flipped = flipped_maps(fns[f"ours:{method}"]) if method.startswith("eigen") else None
+            agree[method] = {}
+            for peer in peers_for([method], layer)[method]:
+                fns[f"{peer}:{method}"] = peer_maps(peer, method, model, x, layer, classes)
+                agree[method][peer] = agreement(reference, fns[f"{peer}:{method}"](), flipped)
         timed = measure_interleaved(fns, device, cfg["warmup"], cfg["repeats"])
         if device.type == "cuda":  # peak memory, one call each, apart from the timing
             for key, fn in fns.items():
                 timed[key]["peak_mem_bytes"] = measure(fn, device, 0, 1)["peak_mem_bytes"]
         model.eval()
-        floor = timed["forward"]
-        log(f"  {name}: forward {batch / floor['median_s']:.1f} images/s")
+        log(f"  {name}: forward {batch / timed['forward']['median_s']:.1f} images/s")
         for method in methods:
-            a, b = timed[f"ours:{method}"], timed[f"theirs:{method}"]
-            row = {
-                "model": name, "method": method, "batch": batch, "size": size, "layer": layer.name,
-                "forward": floor, "proxyaug": a, "pytorch_grad_cam": b,
-                "forward_images_per_s": batch / floor["median_s"], "proxyaug_images_per_s": batch / a["median_s"],
-                "pgc_images_per_s": batch / b["median_s"],
-                "proxyaug_vs_forward": floor["median_s"] / a["median_s"],
-                "proxyaug_vs_pgc": b["median_s"] / a["median_s"],
-            }
-            rows.append(row)
-            log(f"    {method:14s} proxyaug {row['proxyaug_images_per_s']:7.1f}/s ({row['proxyaug_vs_forward']:.2f}x forward)  "
-                f"pytorch-grad-cam {row['pgc_images_per_s']:7.1f}/s  -> {row['proxyaug_vs_pgc']:.1f}x")
+            rows.append(_maps_row(name, method, layer, timed, agree[method], cfg))
+            r = rows[-1]
+            peers = "  ".join(f"{p} {v['images_per_s']:.1f}/s ({r['proxyaug_images_per_s'] / v['images_per_s']:.1f}x, "
+                              f"max diff {v['agreement']['max_abs_diff']:.2g})" for p, v in r["peers"].items())
+            log(f"    {method:14s} proxyaug {r['proxyaug_images_per_s']:7.1f}/s ({r['proxyaug_vs_forward']:.2f}x forward)  {peers}")
         del model
         gc.collect()
     return rows
@@ -297,4 +306,5 @@ def case_metrics(cfg: Dict[str, Any], device: torch.device, log: Callable[[str],
             "rows": rows, "values": values}
 
 
-CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank, "metrics": case_metrics}
+CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank, "metrics": case_metrics,
+         "formats": case_formats}

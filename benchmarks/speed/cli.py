@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..env import environment
+from ..env import environment, version
 from .cases import CASES
+from .peers import PEERS
 from .presets import PRESETS
 from .report import render, verdicts
 
@@ -23,7 +24,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Run the cases of a preset (or, with ``--render``, print the table of a result file); return the results."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=DESCRIPTION)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)} (default: the preset's `cases`)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--render", metavar="JSON", help="only print the markdown table of an earlier result file")
     p.add_argument("--merge", action="store_true",
@@ -39,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     device = torch.device(cfg["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("the gpu preset needs CUDA; none is available here")
-    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    wanted = [c.strip() for c in (args.cases or ",".join(cfg.get("cases", CASES))).split(",") if c.strip()]
     unknown = set(wanted) - set(CASES)
     if unknown:
         raise SystemExit(f"unknown case(s) {sorted(unknown)}; expected some of {list(CASES)}")
@@ -48,14 +49,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     command = " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)])
     results: Dict[str, Any] = {"preset": args.preset, "settings": cfg, "environment": environment(device),
                                "command": command, "json": json_path, "cases": {}}
+    results["environment"]["versions"].update({dist: version(dist) for _, _, dist in PEERS})  # the peers beside grad-cam
     if args.merge and os.path.exists(json_path):
         results = _merge_into(json_path, results, wanted)
     print(f"proxyaug speed benchmark, preset {args.preset!r} on {results['environment']['device']}")
+    load = results["environment"].setdefault("load", {"cases": {}})
     for name in wanted:
         print(f"[{name}]")
-        start = time.perf_counter()
+        start, before = time.perf_counter(), _load()
         results["cases"][name] = CASES[name](cfg, device, print)
-        print(f"  ({time.perf_counter() - start:.0f} s)")
+        load["cases"][name] = {"before": before, "after": _load()}
+        if args.merge:
+            results["case_runs"][name]["environment"]["load"] = {"cases": {name: load["cases"][name]}}
+        print(f"  ({time.perf_counter() - start:.0f} s; load average {before:.1f} -> {_load():.1f})")
     results["verdicts"] = verdicts(results)
     missed = sum(not v["met"] for v in results["verdicts"])
     print(f"targets: {len(results['verdicts']) - missed} met, {missed} missed (see the table)")
@@ -68,6 +74,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     return results
 
 
+def _load() -> float:
+    """The machine's 1-minute load average (0.0 where the system has none): other work shows in it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def _merge_into(json_path: str, fresh: Dict[str, Any], wanted: List[str]) -> Dict[str, Any]:
     """The earlier results, with a record of this run (command, machine, commit) for each case it re-runs."""
     with open(json_path) as f:
@@ -77,5 +91,5 @@ def _merge_into(json_path: str, fresh: Dict[str, Any], wanted: List[str]) -> Dic
     old["settings"] = {**fresh["settings"], **old["settings"]}  # new keys added; the earlier cases' settings kept
     runs = old.setdefault("case_runs", {})
     for name in wanted:
-        runs[name] = {"command": fresh["command"], "environment": fresh["environment"]}
+        runs[name] = {"command": fresh["command"], "environment": dict(fresh["environment"])}
     return old
