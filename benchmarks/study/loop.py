@@ -24,6 +24,7 @@ import proxyaug as pa
 from ..data import Data, split_fingerprint, split_pool
 from .arms import Context, arm_kind
 from .config import Study
+from .explain import ExplainSet, measure, save_maps
 from .grids import save_grid
 from .models import build_model
 from .text import slug
@@ -146,6 +147,16 @@ class Run:
         self.history["splits"].append(split_fingerprint(self.train_idx))
         return done.note
 
+    def explain(self, epoch: int, eset: ExplainSet, grid_path: Optional[str] = None) -> None:
+        """Measure what the model looks at after ``epoch`` (``benchmarks.study.explain``); not timed as training."""
+        t0 = time.perf_counter()
+        result = measure(self.model, eset, self.preprocess, self.spec, self.study)
+        maps = result.pop("maps")
+        self.history.setdefault("explain", []).append({"epoch": epoch, **result})
+        if grid_path and self.study.grids:
+            save_maps(grid_path, eset, maps, self.study.grids)
+        self.history["explain_s"] = self.history.get("explain_s", 0.0) + time.perf_counter() - t0
+
     def checkpoint(self, epoch: int, path: str) -> None:
         """Save everything ``resume`` needs after ``epoch`` (atomically: write, then rename)."""
         torch.save({
@@ -170,24 +181,36 @@ class Run:
             "settings": {k: v for k, v in spec.items() if k not in ("name", "kind", "compare")},
             "test_acc_curve": h["test_acc"], "val_acc_curve": h["val_acc"], "loss_curve": h["loss"],
             "rounds": rounds, "splits": h["splits"],
+            **({"explain": {k: v for k, v in h["explain"][-1].items() if k != "epoch"}, "explain_curve": h["explain"],
+                "explain_s": h["explain_s"]} if h.get("explain") else {}),
         }
 
 
 def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], seed: int, *,
-              checkpoint: Optional[str] = None, grid_dir: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Train one (dataset, model, arm, seed) run, resuming from ``checkpoint`` if it exists; return its record."""
+              checkpoint: Optional[str] = None, grid_dir: Optional[str] = None, log: Callable[[str], None] = print,
+              explain: Optional[ExplainSet] = None) -> Dict[str, Any]:
+    """Train one (dataset, model, arm, seed) run, resuming from ``checkpoint`` if it exists; return its record.
+
+    With ``explain``, explanations are measured on it after each refresh point of the study's
+    schedule (for every arm, at the same epochs) and after the last epoch."""
     run = Run(study, data, model_name, arm, seed)
     if checkpoint and os.path.exists(checkpoint):
         run.resume(checkpoint)
         log(f"resumed from {checkpoint} after epoch {run.next_epoch}")
     tag = f"[{data.name} {model_name} {arm['name']} seed {seed}]"
     epochs = run.schedule.epochs
+    study_points = pa.ProxySchedule.parse(study.schedule)  # the same measuring epochs for every arm
     for epoch in range(run.next_epoch, epochs):
         t0 = time.perf_counter()
         run.epoch()
         test_acc, val_acc = run.evaluate()
         note = run.round(epoch, grid_dir) if run.schedule.should_refresh(epoch) else ""
         run.history["wall_s"] += time.perf_counter() - t0
+        if explain is not None and (study_points.should_refresh(epoch) or epoch == epochs - 1):
+            last = epoch == epochs - 1 and grid_dir is not None
+            run.explain(epoch, explain, os.path.join(grid_dir, "explain", slug(f"{data.name}-{model_name}-{arm['name']}") + ".pt") if last else None)
+            e = run.history["explain"][-1]
+            note += f" | explain: acc {100 * e['acc']:.1f} %" + (f", cue energy {e['eval_cue_energy']:.3f}" if "eval_cue_energy" in e else "")
         if checkpoint:
             run.checkpoint(epoch, checkpoint)
         log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {run.history['loss'][-1]:.4f} val {100 * val_acc:6.2f} % test {100 * test_acc:6.2f} %{note}")

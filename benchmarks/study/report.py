@@ -16,6 +16,7 @@ import proxyaug as pa
 from ..env import environment
 from .arms import arm_kind
 from .config import Study
+from .explain_report import explanation_grids, explanation_section, summarize_explanations
 from .plots import plots
 from .stats import summarize
 from .text import pct, pp
@@ -130,16 +131,21 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
         "images with a map); *s / run*: training wall time, refreshes included.",
         "",
     ]
+    info = {r["dataset"]: r["explain_info"] for r in records if r.get("explain_info")}
+    lines += explanation_section(summarize_explanations(records, summary), study, info)
     return "\n".join(lines)
 
 
 def report(study: Study, records: List[Dict[str, Any]], command: str, total_s: float) -> Dict[str, Any]:
     """Summarize the records and write ``summary.json``, ``report.md`` and the plots into ``study.out``."""
     summary = summarize(records, compare_with={a["name"]: a["compare"] for a in study.arms if a.get("compare")})
+    expl = summarize_explanations(records, summary)
     env = environment(study.device)
     with open(os.path.join(study.out, "summary.json"), "w") as f:
-        json.dump({"study": dataclasses.asdict(study), "environment": env, "command": command, "summary": summary}, f, indent=2)
+        json.dump({"study": dataclasses.asdict(study), "environment": env, "command": command, "summary": summary,
+                   "explanations": expl}, f, indent=2)
     with open(os.path.join(study.out, "report.md"), "w") as f:
         f.write(markdown_report(study, records, summary, env, command, total_s))
     plots(study.out, records, summary, study)
+    explanation_grids(study.out, expl, study.explain_method)
     return summary

@@ -7,17 +7,20 @@ import csv
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..data import Data, load_data
 from .config import Study, arm_settings
+from .explain import KEYS as EXPLAIN_KEYS
+from .explain import ExplainSet, explanation_set
 from .loop import train_run
 
 CSV_COLUMNS = ["dataset", "model", "arm", "kind", "seed", "epochs", "test_acc", "val_acc", "wall_s", "images_seen",
                "train_size", "maps_final", "masked_area_mean", "refresh_s", "schedule", "method", "mode", "threshold",
-               "weight", "fraction", "select", "budget", "proxies", "lr", "batch_size", "size", "pretrained", "key"]
+               "weight", "fraction", "select", "budget", "proxies", "lr", "batch_size", "size", "pretrained", "key",
+               *(f"explain_{k}" for k in EXPLAIN_KEYS)]
 
 
 def run_key(dataset: str, model: str, arm: Dict[str, Any], seed: int, study: Study) -> str:
@@ -42,6 +45,8 @@ def csv_row(record: Dict[str, Any], study: Study) -> Dict[str, Any]:
         row[k] = f"{record[k]:.6f}"
     for k in ("wall_s", "refresh_s"):
         row[k] = f"{record[k]:.2f}"
+    for k, v in (record.get("explain") or {}).items():  # after training
+        row[f"explain_{k}"] = f"{v:.6f}"
     return row
 
 
@@ -57,6 +62,21 @@ def load_done(path: str) -> Dict[str, Dict[str, Any]]:
     return done
 
 
+def complete(record: Dict[str, Any], study: Study) -> bool:
+    """Whether a finished run holds what the study measures: with explanations on, a run recorded
+    without them (or with other explanation settings) is run again. Measuring does not change
+    training, so the new record's accuracies equal the old one's."""
+    return not study.explain or record.get("explain_settings") == study.explain_settings()
+
+
+def _rewrite(jsonl: str, done: Dict[str, Dict[str, Any]]) -> None:
+    """``runs.jsonl`` with one line per key (a run measured again replaces its earlier line)."""
+    with open(jsonl + ".tmp", "w") as f:
+        for rec in done.values():
+            f.write(json.dumps(rec) + "\n")
+    os.replace(jsonl + ".tmp", jsonl)
+
+
 def run_study(study: Study, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Run every (dataset, model, arm, seed) not finished yet; return the study's records."""
     if study.threads:
@@ -67,23 +87,31 @@ def run_study(study: Study, log: Callable[[str], None] = print) -> List[Dict[str
     jsonl = os.path.join(study.out, "runs.jsonl")
     done = load_done(jsonl)
     runs = plan(study)
-    todo = sum(key not in done for _, key in runs)
+    todo = sum(key not in done or not complete(done[key], study) for _, key in runs)
     log(f"study: {len(runs)} runs ({len(runs) - todo} already done) -> {study.out}")
     data_cache: Dict[str, Data] = {}
+    eset: Optional[ExplainSet] = None
     for n, ((dname, mname, arm, seed), key) in enumerate(runs, 1):
-        if key in done:
+        if key in done and complete(done[key], study):
             continue
         if dname not in data_cache:
             data_cache = {dname: load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength)}
-            log(data_cache[dname].info)
+            eset = explanation_set(data_cache[dname], study)
+            log(data_cache[dname].info + (f"; explanations on {eset.info}" if eset else ""))
         log(f"run {n}/{len(runs)}: {dname} / {mname} / {arm['name']} / seed {seed}")
         ckpt = os.path.join(study.out, "checkpoints", key + ".pt")
         grid_dir = os.path.join(study.out, "grids") if seed == study.seeds[0] else None
-        record = train_run(study, data_cache[dname], mname, arm, seed, checkpoint=ckpt, grid_dir=grid_dir, log=log)
+        record = train_run(study, data_cache[dname], mname, arm, seed, checkpoint=ckpt, grid_dir=grid_dir, log=log, explain=eset)
         record["key"] = key
-        with open(jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if eset is not None:
+            record.update(explain_info=eset.info, explain_settings=study.explain_settings())
+        replaces = key in done
         done[key] = record
+        if replaces:
+            _rewrite(jsonl, done)
+        else:
+            with open(jsonl, "a") as f:
+                f.write(json.dumps(record) + "\n")
         os.remove(ckpt)
     records = [done[key] for _, key in runs]
     with open(os.path.join(study.out, "runs.csv"), "w", newline="") as f:
