@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from . import cpu_path, distributed, functional, items, layout, metrics, mistakes, protocol, selection, viz
 from .attention import MapSpec, attention_maps, find_target_layer
 from .bank import MaskBank
+from .capture import MapCapture
 from .dataset import ProxyDataset
 from .refresh import RefreshReport, refresh
 from .schedule import EverySchedule, FixedSchedule, PlateauSchedule, ProxySchedule
@@ -31,6 +32,7 @@ __all__ = [
     "items",
     "MapSpec",
     "MaskBank",
+    "MapCapture",
     "ProxyTransform",
     "ProxyDataset",
     "RefreshReport",
