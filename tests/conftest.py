@@ -1,3 +1,9 @@
+"""Shared fixtures. The tensor tests run on the device that ``PROXYAUG_TEST_DEVICE`` (or the
+``--device`` option) names, ``cpu`` by default: ``PROXYAUG_TEST_DEVICE=cuda make test`` runs them on
+the GPU, with the host-sync checks that only CUDA can make."""
+
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -34,6 +40,73 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.drop(self.pool(self.features(x)).flatten(1)))
+
+
+DEVICE_ENV = "PROXYAUG_TEST_DEVICE"
+_DEVICE = pytest.StashKey[torch.device]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default=None,
+                     help=f"device of the tensor tests: cpu, cuda or cuda:N (default: ${DEVICE_ENV}, else cpu)")
+
+
+def resolve_device(config) -> torch.device:
+    """The device the ``--device`` option or ``$PROXYAUG_TEST_DEVICE`` names (``cpu`` when neither does);
+    a value that is not an available ``cpu`` or ``cuda`` device stops the run before collection."""
+    value = config.getoption("--device", default=None) or os.environ.get(DEVICE_ENV) or "cpu"
+    source = "--device" if config.getoption("--device", default=None) else DEVICE_ENV
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise pytest.UsageError(f"{source}={value!r} is not a device; expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"{source}={value!r} is not supported by the test suite; expected cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"{source}={value!r} but CUDA is not available here (torch {torch.__version__}); expected cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise pytest.UsageError(f"{source}={value!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+
+def pytest_configure(config):
+    config.stash[_DEVICE] = resolve_device(config)
+
+
+def pytest_report_header(config):
+    return f"proxyaug tensor tests on: {config.stash[_DEVICE]} (--device / ${DEVICE_ENV})"
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig) -> torch.device:
+    """The device of the tensor tests (see the module's docstring)."""
+    return pytestconfig.stash[_DEVICE]
+
+
+@pytest.fixture
+def cuda_only(device):
+    """Skips a check that only CUDA can make (host syncs, streams) when the tests run on the CPU."""
+    if device.type != "cuda":
+        pytest.skip(f"a CUDA-only check (host syncs, streams); the tests run on {device}: set {DEVICE_ENV}=cuda")
+    return device
+
+
+@pytest.fixture
+def no_host_sync(cuda_only):
+    """A context manager in which any host-device synchronisation on CUDA raises (torch's sync debug mode)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def check():
+        torch.cuda.synchronize(cuda_only)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    return check
 
 
 @pytest.fixture
