@@ -6,14 +6,15 @@ import torch
 from proxyaug import MaskBank, ProxyTransform
 
 
-def test_put_get_present_clear():
-    bank = MaskBank(10, resolution=(7, 7))
-    maps = torch.rand(3, 7, 7)
+def test_put_get_present_clear(device):
+    bank = MaskBank(10, resolution=(7, 7), device=device)
+    maps = torch.rand(3, 7, 7, device=device)
     bank.put(torch.tensor([0, 4, 9]), maps)
     got, present = bank.get(torch.tensor([4, 1, 9]))
+    assert got.device == present.device == bank.device and bank.device.type == device.type
     assert present.tolist() == [True, False, True]
     torch.testing.assert_close(got[0], maps[1], atol=1e-3, rtol=0)  # float16 storage
-    assert torch.equal(got[1], torch.zeros(7, 7))
+    assert torch.equal(got[1], torch.zeros(7, 7, device=device))
     assert got.dtype == torch.float32
     assert bank.present.nonzero().flatten().tolist() == [0, 4, 9]
     bank.clear()
@@ -26,10 +27,10 @@ def test_memory_is_about_100_bytes_per_image_at_7x7():
     assert bank.nbytes_per_sample == 99 and total == 99_000
 
 
-def test_state_dict_round_trip_and_size_mismatch():
-    bank = MaskBank(6, resolution=(4, 4))
+def test_state_dict_round_trip_and_size_mismatch(device):
+    bank = MaskBank(6, resolution=(4, 4), device=device)
     bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4))
-    other = MaskBank(6, resolution=None)
+    other = MaskBank(6, resolution=None, device=device)
     other.load_state_dict(bank.state_dict())
     assert torch.equal(other.maps, bank.maps) and torch.equal(other.present, bank.present)
     assert other.resolution == (4, 4)
@@ -41,11 +42,13 @@ def test_state_dict_round_trip_and_size_mismatch():
         MaskBank(6).load_state_dict({"maps": bank.maps})
 
 
-def test_to_moves_buffers_and_state_dict_keys():
+def test_to_moves_buffers_and_state_dict_keys(device):
     bank = MaskBank(4, resolution=(2, 2)).to(torch.float32)
     assert bank.maps.dtype == torch.float32 and bank.present.dtype == torch.bool
     assert set(bank.state_dict()) == {"maps", "present"}
     assert bank.device == torch.device("cpu")
+    bank.to(device)
+    assert bank.maps.device.type == bank.present.device.type == device.type and bank.maps.dtype == torch.float32
 
 
 def test_lazy_resolution_and_resolution_change():
@@ -72,12 +75,12 @@ def test_lazy_resolution_and_resolution_change():
         (torch.tensor([1]), torch.rand(2, 2), ValueError, r"shape \(K, h, w\)"),
     ],
 )
-def test_bad_put_is_refused_and_leaves_bank_unchanged(idx, maps, exc, match):
-    bank = MaskBank(5, resolution=(2, 2))
+def test_bad_put_is_refused_and_leaves_bank_unchanged(idx, maps, exc, match, device):
+    bank = MaskBank(5, resolution=(2, 2), device=device)
     bank.put(torch.tensor([2]), torch.rand(1, 2, 2))
     before = {k: v.clone() for k, v in bank.state_dict().items()}
     with pytest.raises(exc, match=match):
-        bank.put(idx, maps)
+        bank.put(idx.to(device), maps.to(device))
     assert all(torch.equal(before[k], v) for k, v in bank.state_dict().items())
 
 
@@ -87,12 +90,11 @@ def test_bad_size(bad):
         MaskBank(bad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bank():
-    bank = MaskBank(4, resolution=(2, 2), device="cuda")
-    bank.put(torch.tensor([1]), torch.rand(1, 2, 2))
-    maps, present = bank.get(torch.tensor([1, 2]))
-    assert maps.is_cuda and present.tolist() == [True, False]
+def test_maps_from_the_host_go_to_the_banks_device(device):
+    bank = MaskBank(4, resolution=(2, 2), device=device)
+    bank.put(torch.tensor([1]), torch.rand(1, 2, 2))  # CPU maps into a bank on the device
+    maps, present = bank.get(torch.tensor([1, 2], device=device))  # idx on the device too
+    assert maps.device.type == device.type and present.tolist() == [True, False]
 
 
 # -- load_state_dict: directly and as a submodule -------------------------------------------------
@@ -223,9 +225,29 @@ def test_a_cast_called_on_the_bank_itself_converts_it():
     assert inner.maps.dtype == torch.float16  # and the parent's cast after it still does not
 
 
-def test_lookup_is_get_without_the_checks():
-    bank = _saved((4, 4))
+def test_lookup_is_get_without_the_checks(device):
+    bank = _saved((4, 4)).to(device)
     idx = torch.tensor([3, 0, 1])
     maps, present = bank.lookup(idx)
     expect = bank.get(idx)
-    assert torch.equal(maps, expect[0]) and torch.equal(present, expect[1])
+    assert torch.equal(maps, expect[0]) and torch.equal(present, expect[1]) and maps.device.type == device.type
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_lookup_under_autocast_gives_the_float32_maps(device, dtype):
+    bank = _saved((4, 4)).to(device)
+    idx = torch.tensor([3, 0, 1])
+    expect = bank.lookup(idx)
+    with torch.autocast(device.type, dtype=dtype):
+        maps, present = bank.lookup(idx)
+    assert maps.dtype == torch.float32 and torch.equal(maps, expect[0]) and torch.equal(present, expect[1])
+
+
+def test_lookup_does_not_synchronise(device, no_host_sync):
+    bank = _saved((4, 4)).to(device)
+    idx, on_device = torch.tensor([3, 0, 1]), torch.tensor([1, 2], device=device)  # CPU (pageable, as a loader yields it), device
+    bank.lookup(idx)  # warm-up: first-use allocations
+    with no_host_sync():
+        maps, present = bank.lookup(idx)
+        bank.lookup(on_device)
+    assert maps.is_cuda and present.tolist() == [True, False, True]
