@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import statistics
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .config import load_study
+import torch
+
+from ..data import load_data
+from .arms import arm_kind
+from .config import Study, load_study
+from .models import build_model
 from .report import report
 from .runner import load_done, plan, run_study
 from .text import pp
@@ -36,14 +43,105 @@ def parse_args(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[O
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--grids", type=int, help="samples per proxy grid (0: none)")
     p.add_argument("--out")
+    p.add_argument("--pool-size", type=int, help="a stratified seeded subset of this many pool images (default: all)")
+    p.add_argument("--skip-test", action="store_true", default=None, help="never evaluate on the test split (a regime search)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from runs.jsonl")
+    p.add_argument("--estimate", action="store_true", help="print how long the runs still to do take here, and stop")
     args = p.parse_args(argv)
     if args.config and args.preset:
         p.error("give --config or --preset, not both")
     overrides = {k: getattr(args, k) for k in ("datasets", "models", "seeds", "schedule", "lr", "batch_size", "size", "pretrained",
-                                              "root", "device", "workers", "threads", "grids", "out")}
+                                              "root", "device", "workers", "threads", "grids", "out", "pool_size", "skip_test")}
     return args.config or args.preset, overrides, args
+
+
+def calibrate(model_name: str, study: Study, channels: int, num_classes: int, steps: int = 5) -> Dict[str, float]:
+    """Seconds per image of a training step and of an evaluation forward pass of ``model_name``,
+    measured here on random images at the study's size, batch size, device and threads."""
+    if study.threads:
+        torch.set_num_threads(study.threads)
+    device = torch.device(study.device)
+    state = torch.get_rng_state()  # leave the runs' random numbers as they would be without the estimate
+    try:
+        model = build_model(model_name, num_classes, channels, study.size, study.pretrained, study.small_stem).to(device)
+        x = torch.rand(study.batch_size, channels, study.size, study.size, device=device)
+        y = torch.randint(0, num_classes, (study.batch_size,), device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        costs = {}
+        for phase in ("train", "eval"):
+            model.train(phase == "train")
+            times = []
+            for _ in range(steps + 2):  # the first two calls warm up
+                sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+                sync()
+                t0 = time.perf_counter()
+                with torch.set_grad_enabled(phase == "train"):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                    if phase == "train":
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+                sync()
+                times.append(time.perf_counter() - t0)
+            costs[phase] = statistics.median(times[2:]) / study.batch_size
+        return costs
+    finally:
+        torch.set_rng_state(state)
+
+
+def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool: int, test: int) -> float:
+    """Estimated seconds of one run: training, evaluation each epoch and, for refreshing arms, the
+    scans of the training set and the maps (each costs about one training step)."""
+    import proxyaug as pa
+
+    schedule = pa.ProxySchedule.parse(arm.get("schedule", study.schedule))
+    val = math.ceil(study.val_fraction * pool)
+    train = pool - val
+    seconds = schedule.epochs * (train * costs["train"] + (val + (0 if study.skip_test else test)) * costs["eval"])
+    if arm_kind(arm["kind"]).refreshes:
+        budget = arm.get("budget")
+        chosen = budget if isinstance(budget, int) else train * (budget if isinstance(budget, float) else arm.get("fraction", 0.2) * 0.1)
+        seconds += len(schedule.refresh_epochs) * (train * costs["eval"] + min(chosen, train) * costs["train"])
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def estimate(study: Study, log: Any = print, session_minutes: float = 90.0) -> Dict[str, Any]:
+    """How long the runs still to do take on this machine, printed before a study starts: per
+    (dataset, model), from the mean ``wall_s`` of its finished runs of the same kind when there are
+    any, else from a calibration of a few training steps here. Returns the figures."""
+    done = load_done(os.path.join(study.out, "runs.jsonl"))
+    todo = [run for run, key in plan(study) if key not in done]
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for dname, mname, arm, _ in todo:
+        groups.setdefault((dname, mname), []).append(arm)
+    total, lines = 0.0, []
+    for (dname, mname), arms in groups.items():
+        data = load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength, pool_size=study.pool_size)
+        costs = calibrate(mname, study, data.channels, data.num_classes)
+        measured = {}
+        for rec in done.values():
+            if (rec["dataset"], rec["model"]) == (dname, mname):
+                measured.setdefault(rec["kind"], []).append(rec["wall_s"] + rec.get("explain_s", 0.0))
+        seconds = [sum(measured[a["kind"]]) / len(measured[a["kind"]]) if a["kind"] in measured
+                   else run_seconds(costs, a, study, len(data.pool_labels), len(data.test) if not study.skip_test else 0) for a in arms]
+        total += sum(seconds)
+        source = "finished runs and " if measured else ""
+        lines.append(f"  {dname} / {mname}: {len(arms)} runs, {_duration(sum(seconds))} ({_duration(sum(seconds) / len(arms))} per run; "
+                     f"{source}a calibration here: train {1e3 * costs['train']:.2f} ms, eval {1e3 * costs['eval']:.2f} ms per image)")
+    sessions = math.ceil(total / (60 * session_minutes)) if total else 0
+    log(f"estimate: {len(todo)} runs to do, about {_duration(total)} on this machine ({torch.get_num_threads()} threads)"
+        + (f"; {sessions} session(s) of {session_minutes:.0f} min: run the same command again to resume" if todo else ""))
+    for line in lines:
+        log(line)
+    return {"runs": len(todo), "seconds": total, "sessions": sessions}
 
 
 def _print_summary(summary: Dict[str, Any]) -> None:
@@ -74,11 +172,18 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
         shutil.rmtree(study.out)
     command = " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
+    if args.estimate:
+        return estimate(study)
     if args.report_only:
         done = load_done(os.path.join(study.out, "runs.jsonl"))
         records = [done[key] for _, key in plan(study) if key in done]
     else:
+        estimate(study)
         records = run_study(study)
+    if study.skip_test:  # no test accuracy to report: the regime search ranks on validation
+        from .search import print_ranking
+
+        return print_ranking(study, records)
     total = sum(r["wall_s"] for r in records)
     summary = report(study, records, command, total)
     _print_summary(summary)
