@@ -13,6 +13,7 @@ from . import random_erasing  # noqa: F401
 from . import cutout  # noqa: F401
 from . import keepaugment  # noqa: F401
 from . import thesis_protocol  # noqa: F401
+from . import instep  # noqa: F401
 # isort: on
 from .base import ARMS, Arm, Context, Round, arm_kind, register
 from .keepaugment import keep_cut

@@ -1,0 +1,61 @@
+"""``in-step``: Proxy Attention with maps captured from the training steps themselves.
+
+The same proxy transform as ``proxy``; its maps come from [`proxyaug.MapCapture`][proxyaug.MapCapture]
+instead of a refresh: every training step's forward and backward also record the target layer's
+activations and the loss gradient there, the maps of the step's samples are staged, and at each
+point of the arm's schedule (``schedule = "p,p,...,1"``: after every epoch) the staged samples are
+chosen among with the same policy (``fraction``, ``select``, ``budget``) and written in one step.
+No scan, no extra forward or backward: ``seconds`` in a round is the capture's own cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ContextManager, Dict
+
+import torch
+from torch import nn
+
+import proxyaug as pa
+
+from .base import register
+from .proxy import Proxy
+from .refreshing import proxy_defaults, selection_text
+
+
+@register
+class InStep(Proxy):
+    kind = "in-step"
+    defaults = {**proxy_defaults("proxies"), "method": "gradcam"}  # the issue's formula: Grad-CAM of the loss
+    color = "C4"
+
+    @classmethod
+    def describe(cls, settings: Dict[str, Any]) -> str:
+        s = settings
+        how = f"weight {s.get('weight')}" if s.get("mode") == "blend" else ""
+        return f"{s.get('mode')}{' ' + how if how else ''}, threshold {s.get('threshold')}; in-step {s.get('method')} of the loss on {selection_text(s)}"
+
+    def attach(self, ds: pa.ProxyDataset) -> None:
+        super().attach(ds)
+        s = self.spec
+        self.capture = pa.MapCapture(ds, method=s["method"], layer=s["layer"], fraction=s["fraction"], select=s["select"], budget=self.budget)
+
+    def step(self, model: nn.Module) -> ContextManager[Any]:
+        return self.capture.step(model)
+
+    def observe(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.capture.observe(idx, logits, y)
+        super().observe(idx, logits, y)
+
+    def refresh(self, model: nn.Module) -> Dict[str, Any]:
+        """Commit what the epoch's steps staged, and return the round's record."""
+        s = self.spec
+        report = self.capture.commit()
+        rows = self.ds.bank.present.nonzero().flatten()
+        area = float((self.full_size(self.ds.bank.get(rows)[0]) > s["threshold"]).float().mean()) if rows.numel() else 0.0
+        self.p, self.area = rows.numel() / self.context.n_train, area
+        self.refreshed()
+        return {
+            "scanned": report.scanned, "wrong": report.wrong, "chosen": report.chosen, "budget": report.budget,
+            "written": report.written, "maps": int(rows.numel()), "masked_area": area, "p": self.p,
+            "seconds": report.seconds + report.attention_seconds, "layer": report.layer, "new_rows": self.ds.rows(report.indices).tolist(),
+        }
