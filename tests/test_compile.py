@@ -16,7 +16,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _case(device="cpu"):
+def _case(device):
     bank = MaskBank(8, resolution=(4, 4), device=device)
     bank.put(torch.tensor([1, 3, 6]), torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0)))
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).to(device)
@@ -30,16 +30,16 @@ def _assert_one_graph(explain):
 
 @pytest.mark.parametrize("mode", ["blend", "blur", "mean"])
 @pytest.mark.parametrize("p, replay", [(1.0, False), (0.5, False), (0.5, True)], ids=["p1", "p0.5", "p0.5-params"])
-def test_transform_is_one_graph_with_no_break(mode, p, replay):
-    bank, x, idx = _case()
+def test_transform_is_one_graph_with_no_break(mode, p, replay, device):
+    bank, x, idx = _case(device)
     proxy = ProxyTransform(bank, mode=mode, threshold=0.5, p=p)  # validate_args and check_range on: the defaults
-    kwargs = {"params": proxy.forward_parameters(x.shape, generator=torch.Generator().manual_seed(2))} if replay else {}
+    kwargs = {"params": proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))} if replay else {}
     _assert_one_graph(torch._dynamo.explain(proxy)(x, idx, **kwargs))
 
 
 @pytest.mark.parametrize("batch", ["tuple", "dict", "single"])
-def test_composed_inputs_are_one_graph_too(batch):
-    bank, x, idx = _case()
+def test_composed_inputs_are_one_graph_too(batch, device):
+    bank, x, idx = _case(device)
     proxy = ProxyTransform(bank, mode="black", threshold=0.5)
     inputs = {"tuple": ((x, idx.clone(), idx),), "dict": ({"image": x, "idx": idx, "label": idx.clone()},), "single": (x[1], 3)}[batch]
     _assert_one_graph(torch._dynamo.explain(proxy)(*inputs))
@@ -47,26 +47,26 @@ def test_composed_inputs_are_one_graph_too(batch):
 
 @pytest.mark.parametrize("mode", ["blend", "blur"])
 @pytest.mark.parametrize("p, replay", [(1.0, False), (0.5, False), (0.5, True)], ids=["p1", "p0.5", "p0.5-params"])
-def test_functional_replace_is_one_graph_with_no_break(mode, p, replay):
-    bank, x, idx = _case()
+def test_functional_replace_is_one_graph_with_no_break(mode, p, replay, device):
+    bank, x, idx = _case(device)
     maps, present = bank.get(idx)
-    params = F.sample_params(4, p, generator=torch.Generator().manual_seed(2)) if replay else None
+    params = F.sample_params(4, p, device=device, generator=torch.Generator().manual_seed(2)) if replay else None
     _assert_one_graph(torch._dynamo.explain(F.replace)(x, maps, mode, 0.5, 0.1, p, present=present, params=params))
 
 
 @pytest.mark.parametrize("mode", F.MODES)
-def test_compiled_transform_equals_eager_and_eager_checks_still_run(mode):
-    bank, x, idx = _case()
+def test_compiled_transform_equals_eager_and_eager_checks_still_run(mode, device):
+    bank, x, idx = _case(device)
     proxy = ProxyTransform(bank, mode=mode, threshold=0.5, weight=0.4, p=0.5)
-    params = proxy.forward_parameters(x.shape, generator=torch.Generator().manual_seed(2))
+    params = proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))
     compiled = torch.compile(proxy, backend="eager", fullgraph=True)  # fullgraph: a break raises
     assert torch.equal(compiled(x, idx, params=params), proxy(x, idx, params=params))
     with pytest.raises(IndexError, match=r"idx contains 8, out of range for a bank of 8 samples"):
         proxy(x, torch.tensor([0, 1, 3, 8]))  # eager, validate_args on: the host checks run
 
 
-def test_host_checks_are_skipped_while_compiling_and_check_range_is_kept():
-    bank, x, idx = _case()
+def test_host_checks_are_skipped_while_compiling_and_check_range_is_kept(device):
+    bank, x, idx = _case(device)
     proxy = ProxyTransform(bank, mode="black")
     compiled = torch.compile(proxy, backend="eager", fullgraph=True)
     compiled(x * 255, idx)  # no range check inside the graph (it would need a host sync) ...
@@ -75,12 +75,11 @@ def test_host_checks_are_skipped_while_compiling_and_check_range_is_kept():
         proxy(x * 255, idx)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_transform_with_a_cpu_idx_is_one_graph():
-    bank, x, idx = _case("cuda")
+def test_transform_on_the_device_with_a_cpu_idx_is_one_graph(device):
+    bank, x, idx = _case(device)
     proxy = ProxyTransform(bank, mode="blend", threshold=0.5, p=0.5)
     _assert_one_graph(torch._dynamo.explain(proxy)(x, idx))  # to_device does not pin while compiling
     torch._dynamo.reset()
-    params = proxy.forward_parameters(x.shape, generator=torch.Generator().manual_seed(2))
+    params = proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))
     compiled = torch.compile(proxy, backend="eager", fullgraph=True)
     assert torch.equal(compiled(x, idx, params=params), proxy(x, idx, params=params))

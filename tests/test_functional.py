@@ -4,9 +4,9 @@ import torch
 from proxyaug import functional as F
 
 
-def _case(b=3, c=3, size=8, seed=0):
+def _case(b=3, c=3, size=8, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, c, size, size, generator=g), torch.rand(b, 4, 4, generator=g)
+    return torch.rand(b, c, size, size, generator=g).to(device), torch.rand(b, 4, 4, generator=g).to(device)
 
 
 def _upsampled(maps, size):
@@ -18,8 +18,9 @@ def _upsampled(maps, size):
 
 
 @pytest.mark.parametrize("mode", F.MODES)
-def test_each_mode_matches_hand_computation(mode):
-    x, maps = _case()
+def test_each_mode_matches_hand_computation(mode, device, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # both sides' convolutions in full float32
+    x, maps = _case(device=device)
     tau, lam = 0.6, 0.3
     m = _upsampled(maps, (8, 8))
     sel = m > tau
@@ -31,7 +32,7 @@ def test_each_mode_matches_hand_computation(mode):
         expect = torch.where(sel, x.mean(dim=(2, 3), keepdim=True).expand_as(x), x)
     else:
         sigma, r = 1.5, 5  # radius ceil(3 * sigma)
-        k1 = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+        k1 = torch.exp(-torch.arange(-r, r + 1.0, device=device) ** 2 / (2 * sigma**2))
         k2 = torch.outer(k1, k1) / k1.sum() ** 2
         padded = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
         blurred = torch.nn.functional.conv2d(padded, k2.expand(3, 1, -1, -1), groups=3)
@@ -49,28 +50,28 @@ def test_blend_by_hand_on_a_single_pixel():
     assert torch.equal(out.flatten()[1:], x.flatten()[1:])
 
 
-def test_p_zero_is_identity_and_threshold_one_changes_nothing():
-    x, maps = _case()
+def test_p_zero_is_identity_and_threshold_one_changes_nothing(device):
+    x, maps = _case(device=device)
     assert F.replace(x, maps, "black", p=0.0) is x
     assert torch.equal(F.replace(x, maps, "black", threshold=1.0), x)
 
 
-def test_all_zero_maps_change_nothing():
-    x, _ = _case()
-    assert torch.equal(F.replace(x, torch.zeros(3, 4, 4), "black", threshold=0.0), x)
+def test_all_zero_maps_change_nothing(device):
+    x, _ = _case(device=device)
+    assert torch.equal(F.replace(x, torch.zeros(3, 4, 4, device=device), "black", threshold=0.0), x)
 
 
-def test_present_false_samples_unchanged():
-    x, maps = _case()
-    out = F.replace(x, maps, "black", threshold=0.2, present=torch.tensor([True, False, True]))
+def test_present_false_samples_unchanged(device):
+    x, maps = _case(device=device)
+    out = F.replace(x, maps, "black", threshold=0.2, present=torch.tensor([True, False, True], device=device))
     assert torch.equal(out[1], x[1])
     assert not torch.equal(out[0], x[0])
 
 
-def test_replayed_params_give_equal_output_and_p_selects_samples():
-    x, maps = _case(b=64)
+def test_replayed_params_give_equal_output_and_p_selects_samples(device):
+    x, maps = _case(b=64, device=device)
     g = torch.Generator().manual_seed(1)
-    params = F.sample_params(64, p=0.5, generator=g)
+    params = F.sample_params(64, p=0.5, device=device, generator=g)
     a = F.replace(x, maps, "black", threshold=0.3, params=params)
     b = F.replace(x, maps, "black", threshold=0.3, params=params)
     assert torch.equal(a, b)
@@ -80,15 +81,15 @@ def test_replayed_params_give_equal_output_and_p_selects_samples():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_shape_dtype_device_preserved(dtype):
-    x, maps = _case()
+def test_shape_dtype_device_preserved(dtype, device):
+    x, maps = _case(device=device)
     out = F.replace(x.to(dtype), maps, "blend", threshold=0.5)
     assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
 @pytest.mark.parametrize("mode", F.MODES)
-def test_uint8_is_computed_in_float_and_rounded(mode):
-    x, maps = _case()
+def test_uint8_is_computed_in_float_and_rounded(mode, device):
+    x, maps = _case(device=device)
     x8 = (x * 255).round().to(torch.uint8)
     out = F.replace(x8, maps, mode, threshold=0.5, weight=0.5, blur_sigma=1.0)
     expect = F.replace(x8.float(), maps, mode, threshold=0.5, weight=0.5, blur_sigma=1.0).round().to(torch.uint8)
@@ -97,8 +98,8 @@ def test_uint8_is_computed_in_float_and_rounded(mode):
     assert torch.equal(out[unselected], x8[unselected])
 
 
-def test_non_finite_maps_never_reach_the_image():
-    x, maps = _case()
+def test_non_finite_maps_never_reach_the_image(device):
+    x, maps = _case(device=device)
     maps[0, 1, 1] = float("nan")
     maps[1, 2, 2] = float("inf")
     maps[2] = float("-inf")
@@ -124,8 +125,8 @@ def test_different_image_sizes_and_aspect():
         (dict(threshold="high"), TypeError, r"threshold must be a number"),
     ],
 )
-def test_bad_settings(kwargs, exc, match):
-    x, maps = _case()
+def test_bad_settings(kwargs, exc, match, device):
+    x, maps = _case(device=device)
     with pytest.raises(exc, match=match):
         F.replace(x, maps, **kwargs)
 
