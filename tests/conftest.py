@@ -72,6 +72,9 @@ def resolve_device(config) -> torch.device:
 
 def pytest_configure(config):
     config.stash[_DEVICE] = resolve_device(config)
+    if config.stash[_DEVICE].type == "cuda":  # float32 convolutions in full float32, as on the CPU, for the same tolerances
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def pytest_report_header(config):
