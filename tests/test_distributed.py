@@ -15,24 +15,25 @@ from .conftest import SmallCNN
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
 
-def _setup():
+def _setup(device="cpu"):
     torch.manual_seed(0)
-    model = SmallCNN()
+    model = SmallCNN().to(device)
     g = torch.Generator().manual_seed(1)
     data = TensorDataset(torch.rand(60, 3, 16, 16, generator=g), torch.randint(0, 4, (60,), generator=g))
-    return pa.ProxyDataset(data, dtype=torch.float32), model
+    return pa.ProxyDataset(data, dtype=torch.float32, device=device), model
 
 
-def _worker(rank: int, world: int, store: str, out: str) -> None:
+def _worker(rank: int, world: int, store: str, out: str, device: str = "cpu") -> None:
+    # on CUDA both ranks share the one GPU: gloo all-reduces CUDA tensors (NCCL refuses two ranks on one device)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        ds, model = _setup()
+        ds, model = _setup(device)
         first = ds.refresh(model, fraction=0.5, seed=0, batch_size=8)
         # each rank observes its own half, as under a DistributedSampler
         idx = torch.arange(rank, 60, world)
         with torch.no_grad():
-            logits = model.eval()(ds.dataset.tensors[0][idx])
+            logits = model.eval()(ds.dataset.tensors[0][idx].to(device))
         ds.observe(idx, logits, ds.dataset.tensors[1][idx])
         second = ds.refresh(model, fraction=1.0, seed=1, batch_size=8)
         torch.save({
@@ -42,27 +43,27 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ranks_agree_with_each_other_and_with_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+def test_ranks_agree_with_each_other_and_with_one_process(tmp_path, device):
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), str(device)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False, map_location="cpu") for r in (0, 1))
     # ranks agree bit for bit on which samples hold maps, and on the maps
     assert torch.equal(r0["present"], r1["present"]) and torch.equal(r0["maps"], r1["maps"])
     # ... and with what one process computes
-    ds, model = _setup()
+    ds, model = _setup(device)
     single = ds.refresh(model, fraction=0.5, seed=0, batch_size=8, distributed=False)
-    assert torch.equal(r0["first"]["indices"], single.indices) and single.written > 0
+    assert torch.equal(r0["first"]["indices"].cpu(), single.indices.cpu()) and single.written > 0
     # each rank computed only its share of the first refresh's maps
     computed = [r["first"]["computed"] for r in (r0, r1)]
     assert sum(computed) == single.chosen and max(computed) - min(computed) <= 1
     assert r0["first"]["world_size"] == 2 and single.world_size == 1 and single.computed == single.chosen
     # the second refresh scanned the union of both ranks' observed mistakes
     with torch.no_grad():
-        wrong = (model.eval()(ds.dataset.tensors[0]).argmax(1) != ds.dataset.tensors[1]).nonzero().flatten()
+        wrong = (model.eval()(ds.dataset.tensors[0].to(device)).argmax(1).cpu() != ds.dataset.tensors[1]).nonzero().flatten()
     for r in (r0, r1):
         assert r["second"]["source"] == "observed" and r["second"]["scanned"] == wrong.numel()
     ds.refresh(model, fraction=1.0, seed=1, batch_size=8, distributed=False, indices=wrong)
-    assert torch.equal(ds.bank.present, r0["present"])
-    assert (ds.bank.maps - r0["maps"]).abs().max() <= 1e-4
+    assert torch.equal(ds.bank.present.cpu(), r0["present"])
+    assert (ds.bank.maps.cpu() - r0["maps"]).abs().max() <= 1e-4
 
 
 def test_distributed_true_without_a_group_is_refused(model, base):
