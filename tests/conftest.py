@@ -139,10 +139,11 @@ def copies(monkeypatch):
 
 
 def predictions(model, ds):
+    """The model's predicted class of every item of ``ds``, on the CPU (the model may be on any device)."""
     was = model.training
     model.eval()
     with torch.no_grad():
         x = torch.stack([ds[i][0] for i in range(len(ds))])
-        pred = model(x).argmax(1)
+        pred = model(x.to(next(model.parameters()).device)).argmax(1).cpu()
     model.train(was)
     return pred

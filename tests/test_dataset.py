@@ -40,11 +40,12 @@ def test_dataloader_workers(base, workers):
     assert sorted(torch.cat(seen).tolist()) == list(range(40))
 
 
-def test_loop_with_transform_uses_indices(model, base):
-    ds = pa.ProxyDataset(base)
-    ds.refresh(model, fraction=1.0)
+def test_loop_with_transform_uses_indices(model, base, device):
+    ds = pa.ProxyDataset(base, device=device)
+    ds.refresh(model.to(device), fraction=1.0)
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
     for x, _, idx in DataLoader(ds, batch_size=10):
+        x = x.to(device)
         out = proxy(x, idx)
         present = ds.bank.present[idx]
         unchanged = (out == x).flatten(1).all(1)
@@ -109,14 +110,14 @@ def test_dataset_changing_length_is_detected(model):
         ds.refresh(model)
 
 
-def test_observe_validation(base):
-    ds = pa.ProxyDataset(base)
+def test_observe_validation(base, device):
+    ds = pa.ProxyDataset(base, device=device)
     with pytest.raises(ValueError, match=r"logits must be a tensor of shape \(B, num_classes\)"):
-        ds.observe(torch.tensor([0]), torch.rand(4), torch.tensor([0]))
+        ds.observe(torch.tensor([0]), torch.rand(4, device=device), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"idx has 1 entries but the batch has 2"):
-        ds.observe(torch.tensor([0]), torch.rand(2, 4), torch.tensor([0, 1]))
+        ds.observe(torch.tensor([0]), torch.rand(2, 4, device=device), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"labels must be 2 integer class indices"):
-        ds.observe(torch.tensor([0, 1]), torch.rand(2, 4), torch.tensor([0.0, 1.0]))
+        ds.observe(torch.tensor([0, 1]), torch.rand(2, 4, device=device), torch.tensor([0.0, 1.0]))
 
 
 def test_append_mode_adds_proxies_as_extra_items(model, base):
@@ -181,11 +182,11 @@ def test_a_small_interpolation_overshoot_is_accepted():
 # -- observe ------------------------------------------------------------------------------------------
 
 
-def test_observe_keeps_a_mistake_when_an_original_and_its_copy_share_a_batch(base):
+def test_observe_keeps_a_mistake_when_an_original_and_its_copy_share_a_batch(base, device):
     ds = pa.ProxyDataset(base, proxies="append")
     n = len(base)
-    # row 3 (the original, wrong) and row n + 3 (its appended copy, right) in one batch
-    logits = torch.tensor([[0.0, 9.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
+    # row 3 (the original, wrong) and row n + 3 (its appended copy, right) in one batch; logits on the device
+    logits = torch.tensor([[0.0, 9.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]], device=device)
     labels = torch.tensor([0, 0])
     ds.observe(torch.tensor([3, n + 3]), logits, labels)
     ds.observe(torch.tensor([n + 5, 5]), logits, labels)  # the copy wrong, the original right

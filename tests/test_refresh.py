@@ -12,8 +12,8 @@ def _bank_state(bank):
     return {k: v.clone() for k, v in bank.state_dict().items()}
 
 
-def test_refresh_fills_exactly_the_chosen_wrong_samples(model, base):
-    ds = pa.ProxyDataset(base)
+def test_refresh_fills_exactly_the_chosen_wrong_samples(model, base, device):
+    model, ds = model.to(device), pa.ProxyDataset(base, device=device)
     wrong = (predictions(model, base) != base.tensors[1]).nonzero().flatten()
     assert 5 < wrong.numel() < 40
     report = ds.refresh(model, fraction=1.0, method="gradcam", batch_size=7)
@@ -21,10 +21,10 @@ def test_refresh_fills_exactly_the_chosen_wrong_samples(model, base):
     assert (report.scanned, report.wrong, report.chosen, report.written) == (40, wrong.numel(), wrong.numel(), wrong.numel())
     assert report.source == "all" and report.layer == "features" and report.method == "gradcam"
     # the stored maps are the model's maps (to float16 storage precision)
-    x = base.tensors[0][wrong]
+    x = base.tensors[0][wrong].to(device)
     expect = pa.attention_maps(model, x, method="gradcam")
     stored, present = ds.bank.get(wrong)
-    assert present.all() and (stored - expect).abs().max() < 1e-3
+    assert stored.device.type == device.type and present.all() and (stored - expect).abs().max() < 1e-3
 
 
 def test_fraction_is_a_reproducible_subset(model, base):
@@ -52,8 +52,8 @@ def test_default_seed_follows_the_round(model, base):
     assert torch.equal(ds.bank.present.nonzero().flatten(), r2.indices)
 
 
-def test_target_label_and_preprocess(model, base):
-    ds = pa.ProxyDataset(base)
+def test_target_label_and_preprocess(model, base, device):
+    model, ds = model.to(device), pa.ProxyDataset(base, device=device)
     calls = []
 
     def preprocess(x):
@@ -63,23 +63,23 @@ def test_target_label_and_preprocess(model, base):
     report = ds.refresh(model, fraction=1.0, target="label", preprocess=preprocess, batch_size=16)
     assert sum(calls[:3]) == 40  # the scan saw every image, normalised
     idx = report.indices
-    x = preprocess(base.tensors[0][idx])
-    expect = pa.attention_maps(model, x, method="gradcam++", target=base.tensors[1][idx])
+    x = preprocess(base.tensors[0][idx].to(device))
+    expect = pa.attention_maps(model, x, method="gradcam++", target=base.tensors[1][idx].to(device))
     stored, _ = ds.bank.get(idx)
     assert (stored - expect).abs().max() < 1e-3
 
 
-def test_observed_indices_restrict_the_scan(model, base):
-    ds = pa.ProxyDataset(base)
+def test_observed_indices_restrict_the_scan(model, base, device):
+    model, ds = model.to(device), pa.ProxyDataset(base, device=device)
     model.eval()
     with torch.no_grad():
-        logits = model(base.tensors[0][:10])
-    ds.observe(torch.arange(10), logits, base.tensors[1][:10])
+        logits = model(base.tensors[0][:10].to(device))
+    ds.observe(torch.arange(10), logits, base.tensors[1][:10])  # CPU idx and labels, as a loader yields them
     observed = ds.observed_wrong
-    assert torch.equal(observed, (logits.argmax(1) != base.tensors[1][:10]).nonzero().flatten())
+    assert torch.equal(observed.cpu(), (logits.argmax(1).cpu() != base.tensors[1][:10]).nonzero().flatten())
     report = ds.refresh(model, fraction=1.0)
     assert report.source == "observed" and report.scanned == observed.numel()
-    assert torch.equal(report.indices, observed)
+    assert torch.equal(report.indices.cpu(), observed.cpu())
     assert ds.observed_wrong.numel() == 0  # a new round starts
     assert ds.refresh(model, fraction=1.0).source == "all"
 
@@ -138,10 +138,10 @@ def test_failed_refresh_leaves_bank_model_and_observations_as_they_were(model, b
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_refresh_between_backward_and_step_keeps_gradients_bit_identical(model, base):
-    ds = pa.ProxyDataset(base)
+def test_refresh_between_backward_and_step_keeps_gradients_bit_identical(model, base, device):
+    model, ds = model.to(device), pa.ProxyDataset(base, device=device)
     model.train()
-    nn.functional.cross_entropy(model(base.tensors[0][:8]), base.tensors[1][:8]).backward()
+    nn.functional.cross_entropy(model(base.tensors[0][:8].to(device)), base.tensors[1][:8].to(device)).backward()
     grads = [p.grad.clone() for p in model.parameters()]
     running = model.features[1].running_mean.clone()
     ds.refresh(model, fraction=1.0)
