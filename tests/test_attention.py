@@ -21,6 +21,36 @@ def test_low_resolution_maps_are_the_layer_resolution():
     assert maps.amin(dim=(1, 2)).eq(0).all() and maps.amax(dim=(1, 2)).gt(0.99).all()
 
 
+def test_maps_on_the_device(model, device):
+    model = model.to(device)
+    x = torch.rand(3, 3, 16, 16).to(device)
+    maps = pa.attention_maps(model, x, method="gradcam++", size=(16, 16))
+    assert maps.device.type == device.type and maps.dtype == torch.float32 and maps.shape == (3, 16, 16)
+    torch.testing.assert_close(maps.cpu(), pa.attention_maps(model.cpu(), x.cpu(), method="gradcam++", size=(16, 16)), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_maps_under_autocast_are_float32_and_close(model, device, method, dtype):
+    model = model.to(device).eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).to(device)
+    expect = pa.attention_maps(model, x, method=method)
+    with torch.autocast(device.type, dtype=dtype):
+        maps = pa.attention_maps(model, x, method=method)
+    assert maps.dtype == torch.float32 and maps.shape == expect.shape
+    # the forward pass runs in the lower precision; the map's own arithmetic in float32
+    assert (maps - expect).abs().max() < 0.1 and torch.isfinite(maps).all()
+
+
+def test_maps_of_a_channels_last_model_and_batch_equal_the_contiguous_ones(model, device):
+    model = model.to(device).eval()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).to(device)
+    expect = pa.attention_maps(model, x, method="gradcam++", size=(16, 16))
+    cl = model.to(memory_format=torch.channels_last)
+    maps = pa.attention_maps(cl, x.contiguous(memory_format=torch.channels_last), method="gradcam++", size=(16, 16))
+    torch.testing.assert_close(maps, expect, atol=1e-4, rtol=0)
+
+
 def test_layer_by_name_and_in_place_consumer():
     # DenseNet applies F.relu(features, inplace=True) to the target layer's output
     model = torchvision.models.densenet121(num_classes=3)
