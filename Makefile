@@ -27,7 +27,7 @@ DEMO_STAMP := $(VENV)/.proxyaug-demo
 TEST_STAMP := $(VENV)/.proxyaug-dev-docs
 DOCS_STAMP := $(VENV)/.proxyaug-docs
 
-.PHONY: install demo test docs screenshots clean
+.PHONY: install demo test docs screenshots clean gpu gpu-wheels
 
 # $(call install_extras,EXTRAS,STEPS): steps 1 and 2 of STEPS, as a recipe for a stamp file
 define install_extras
@@ -53,8 +53,10 @@ demo: $(DEMO_STAMP)
 	@echo "[3/3] running the demo (benchmarks.train --preset demo), about 2 minutes on 2 CPU cores"
 	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.train --preset demo $(ARGS)
 
+# PROXYAUG_TEST_DEVICE (cpu by default; cuda on a GPU machine) is where the tensor tests run:
+#   PROXYAUG_TEST_DEVICE=cuda make test   (or make test ARGS="--device cuda")
 test: $(TEST_STAMP)
-	@echo "[3/3] running the tests, doctests and a strict docs build"
+	@echo "[3/3] running the tests (tensor tests on $${PROXYAUG_TEST_DEVICE:-cpu}), doctests and a strict docs build"
 	$(PY) -m pytest -q $(ARGS)
 
 # The site builds offline: PyTorch cross-references come from docs/inventories/torch.inv.
@@ -67,6 +69,35 @@ docs: $(DOCS_STAMP)
 # Headless Chromium screenshots of the built site (needs: apt-get install chromium)
 screenshots: docs
 	bash docs/screenshots.sh site site-screenshots
+
+# The GPU proof (benchmarks/gpu.sh): on a CUDA machine with the image's Python, torch and timm and
+# no registry, after `make gpu-wheels` here and with .wheels/ carried there. Results in $$OUT.
+gpu:
+	bash benchmarks/gpu.sh
+
+# What the GPU image (Python 3.12, torch 2.11, torchvision 0.26, timm, numpy, Pillow) lacks for
+# benchmarks/gpu.sh, as wheels for Python 3.12 on x86_64 Linux, without their dependencies (so no
+# torch). The whole folder must stay under the 64 MiB a run carries (63.3 MiB measured): opencv
+# (61 MB on its own) does not fit, and pytorch-grad-cam cannot be imported without it (nor without
+# scipy, scikit-learn and matplotlib), so pytorch-grad-cam is left out there: its rows say
+# "not installed" and its fidelity tests skip. torchcam and captum are the GPU peers. hypothesis
+# (tests/test_properties.py, CPU properties) is left out too; pytest 7.4 needs no pygments.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= kornia==0.9.0 kornia_rs==0.2.0 tqdm torchcam==0.5.0 captum==0.9.0 \
+	matplotlib==3.11.2 contourpy cycler kiwisolver pyparsing python-dateutil six packaging \
+	scikit-learn==1.9.1 scipy==1.18.1 joblib threadpoolctl pytest==7.4.4 pluggy iniconfig
+# fontTools (matplotlib.pyplot imports it; captum imports pyplot) as its pure-Python wheel: 1.2 MB, not 5.4
+GPU_WHEELS_PURE ?= fonttools
+PIP_ANY := $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m pip
+
+gpu-wheels:
+	rm -rf .wheels && mkdir -p .wheels
+	$(PIP_ANY) download --disable-pip-version-check --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .wheels $(GPU_WHEELS)
+	$(PIP_ANY) download --disable-pip-version-check --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--platform any -d .wheels $(GPU_WHEELS_PURE)
+	@du -sb .wheels | awk '{ printf "%.1f MiB in .wheels (a run carries at most 64 MiB)\n", $$1 / 1048576; if ($$1 > 64 * 1048576) exit 1 }'
 
 clean:
 	rm -rf $(VENV) runs build site site-screenshots *.egg-info

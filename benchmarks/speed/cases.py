@@ -15,7 +15,7 @@ import proxyaug as pa
 
 from .formats import case_formats
 from .measure import measure, measure_interleaved
-from .peers import FORMULA_NOTES, PEERS, PGC_CLASSES, agreement, flipped_maps, peer_maps, peers_for
+from .peers import FORMULA_NOTES, PEERS, PGC_CLASSES, agreement, flipped_maps, missing_for, peer_maps, peers_for
 
 def _model(name: str, size: int, device: torch.device) -> nn.Module:
     import timm
@@ -31,6 +31,7 @@ def _maps_row(name: str, method: str, layer: Any, timed: Dict[str, Any], agree: 
         "model": name, "method": method, "batch": batch, "size": cfg["size"], "layer": layer.name,
         "forward": floor, "proxyaug": a, "forward_images_per_s": batch / floor["median_s"],
         "proxyaug_images_per_s": batch / a["median_s"], "proxyaug_vs_forward": floor["median_s"] / a["median_s"], "peers": {},
+        "missing_peers": missing_for(method, layer),
     }
     for peer, _, _ in PEERS:
         b = timed.get(f"{peer}:{method}")

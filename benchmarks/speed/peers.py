@@ -11,6 +11,7 @@ bilinear resize its own docs suggest (``F.interpolate``; captum's ``LayerAttribu
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Callable, Dict, List, Optional
 from unittest import mock
 
@@ -40,9 +41,22 @@ def _normalise(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
 
 
-def available(peer: str, method: str, layer: Any) -> bool:
-    """Whether ``peer`` implements ``method`` on this target layer (captum's LayerGradCam needs a
-    convolutional ``(B, C, h, w)`` output: it has no reshape for a ViT's tokens)."""
+MODULES = {"pytorch_grad_cam": "pytorch_grad_cam", "torchcam": "torchcam.methods", "captum": "captum.attr"}
+
+
+@functools.lru_cache(maxsize=None)
+def installed(peer: str) -> bool:
+    """Whether ``peer`` imports here (a GPU image may lack one: its row then says n/a, and the JSON
+    lists it under the row's ``missing_peers``)."""
+    try:
+        importlib.import_module(MODULES[peer])
+    except ImportError:
+        return False
+    return True
+
+
+def implements(peer: str, method: str, layer: Any) -> bool:
+    """Whether ``peer`` has ``method`` for this target layer, installed or not."""
     if peer == "pytorch_grad_cam":
         return method in PGC_CLASSES
     if peer == "torchcam":
@@ -113,6 +127,17 @@ def flipped_maps(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         return fn()
 
 
+def available(peer: str, method: str, layer: Any) -> bool:
+    """Whether ``peer`` implements ``method`` on this target layer (captum's LayerGradCam needs a
+    convolutional ``(B, C, h, w)`` output: it has no reshape for a ViT's tokens) and is installed."""
+    return implements(peer, method, layer) and installed(peer)
+
+
 def peers_for(methods: List[str], layer: Any) -> Dict[str, List[str]]:
-    """Per method, the peers that implement it on this layer."""
+    """Per method, the peers that implement it on this layer and are installed."""
     return {m: [p for p, _, _ in PEERS if available(p, m, layer)] for m in methods}
+
+
+def missing_for(method: str, layer: Any) -> List[str]:
+    """The peers that implement ``method`` on this layer but are not installed here."""
+    return [p for p, _, _ in PEERS if implements(p, method, layer) and not installed(p)]

@@ -115,7 +115,8 @@ def _render_maps(rows: List[Dict[str, Any]], s: Dict[str, Any]) -> List[str]:
     for r in rows:
         peers, cells = _peers(r), []
         for p in present:
-            cells.append(f"{peers[p]['images_per_s']:.1f} ({peers[p]['proxyaug_vs']:.1f}x)" if p in peers else "n/a")
+            missing = p in r.get("missing_peers", [])
+            cells.append(f"{peers[p]['images_per_s']:.1f} ({peers[p]['proxyaug_vs']:.1f}x)" if p in peers else ("not installed" if missing else "n/a"))
         mem = "n/a (CPU)"
         if r["proxyaug"]["peak_mem_bytes"] is not None and "pytorch_grad_cam" in peers:
             mem = f"{r['proxyaug']['peak_mem_bytes'] / 2**20:.0f} / {peers['pytorch_grad_cam']['timing']['peak_mem_bytes'] / 2**20:.0f}"
