@@ -418,3 +418,36 @@ def test_bad_use_gets_errors_that_say_what_to_do():
         with capture.step(model):
             capture.observe(torch.arange(3), model(x), y)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+# -- Lightning ------------------------------------------------------------------------------------
+def test_lightning_callback_commits_captured_maps_at_the_schedule(tmp_path):
+    L = pytest.importorskip("lightning.pytorch")
+    from proxyaug.integrations.lightning import ProxyAttention
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = SmallCNN()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y, _ = batch
+            logits = self(x)
+            return {"loss": nn.functional.cross_entropy(logits, y), "logits": logits}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    ds = _ds()
+    module = Module()
+    callback = ProxyAttention(ds, "1,p,1", capture={"layer": "net.features.3", "select": "random", "budget": N})
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[callback])
+    trainer.fit(module, torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True))
+    assert len(callback.reports) == 1 and callback.reports[0].source == "capture" and callback.reports[0].written == N
+    assert ds.bank.present.all() and ds.refreshes == 1
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - the standalone package, or neither
         raise ImportError("proxyaug.integrations.lightning needs Lightning: pip install 'proxyaug[lightning]'.") from None
 
 from .. import functional as F
+from ..capture import MapCapture
 from ..dataset import ProxyDataset
 from ..refresh import RefreshReport, refresh
 from ..schedule import PlateauSchedule, ProxySchedule
@@ -43,6 +44,10 @@ class ProxyAttention(Callback):
       no host sync), and the next refresh scans only those instead of the whole dataset.
     - **At the end of each training epoch** (after validation), the schedule decides whether to
       [`refresh()`][proxyaug.refresh.refresh] the maps with the LightningModule as the model.
+    - **With** ``capture``, maps come from the training steps themselves
+      ([`MapCapture`][proxyaug.MapCapture]): each training batch runs inside ``capture.step``
+      (``training_step`` must return ``{"loss": loss, "logits": logits}``), and at the schedule's
+      refresh points the staged maps are committed instead of running a refresh.
     - **Checkpoints** carry the bank, the refresh count, the observations and the schedule's state
       (``state_dict`` / ``load_state_dict``), so a resumed fit continues where it stopped.
 
@@ -59,6 +64,9 @@ class ProxyAttention(Callback):
         preprocess: what the LightningModule does to images before its layers (normalisation),
             for the refresh; ``None`` if ``forward`` does it itself.
         monitor: the logged metric an on-plateau schedule watches (e.g. ``"val_acc"``).
+        capture: ``True`` or a dict of [`MapCapture`][proxyaug.MapCapture] arguments (``layer``,
+            ``method``, ``fraction``, ``select``, ...): maps from the training steps, committed at
+            the schedule's refresh points (then ``refresh_kwargs`` are not used).
         **refresh_kwargs: passed to [`refresh()`][proxyaug.refresh.refresh] (``method``,
             ``fraction``, ``select``, ``budget``, ``batch_size``, ...); checked against its
             signature now, not at the first refresh. ``budget`` (a share of the scanned images
@@ -89,6 +97,7 @@ class ProxyAttention(Callback):
         observe: Optional[bool] = None,
         preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         monitor: Optional[str] = None,
+        capture: Union[bool, Mapping[str, Any]] = False,
         **refresh_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -113,6 +122,8 @@ class ProxyAttention(Callback):
         self.preprocess, self.monitor, self.refresh_kwargs = preprocess, monitor, refresh_kwargs
         self.observe = observe
         self.reports: List[RefreshReport] = []
+        self.capture = MapCapture(dataset, **({} if capture is True else dict(capture))) if capture else None
+        self._step: Any = None  # the capture step of the running batch
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self.proxy.to(pl_module.device)  # the bank follows the module
@@ -122,8 +133,32 @@ class ProxyAttention(Callback):
             raise TypeError("ProxyAttention expects batches (x, y, idx) from a proxyaug.ProxyDataset loader.")
         x, idx = batch[0], batch[2]
         x.copy_(self.proxy(x, idx))
+        if self.capture is not None:
+            self._step = self.capture.step(pl_module)
+            self._step.__enter__()
+
+    def _end_step(self, outputs: Any, batch: Any) -> None:
+        step, self._step = self._step, None
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if logits is None:
+            step.__exit__(None, None, None)  # hooks off first
+            got = f"a dict with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else type(outputs).__name__
+            raise ValueError(f"capture needs training_step to return the logits, e.g. return {{'loss': loss, 'logits': logits}}; it returned {got}.")
+        try:
+            self.capture.observe(batch[2], logits, batch[1])
+        except BaseException as err:
+            step.__exit__(type(err), err, err.__traceback__)
+            raise
+        step.__exit__(None, None, None)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self._step is not None:  # the capture's hooks come off with the failed step
+            step, self._step = self._step, None
+            step.__exit__(type(exception), exception, exception.__traceback__)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step is not None:
+            self._end_step(outputs, batch)
         if self.observe is False:
             return
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
@@ -144,7 +179,10 @@ class ProxyAttention(Callback):
                 raise KeyError(f"monitor={self.monitor!r} was not logged; logged metrics: {sorted(trainer.callback_metrics)}.")
             metric = float(trainer.callback_metrics[self.monitor])
         if self.schedule.should_refresh(trainer.current_epoch, metric):
-            report = self.dataset.refresh(pl_module, preprocess=self.preprocess, progress=False, **self.refresh_kwargs)
+            if self.capture is not None:
+                report = self.capture.commit()
+            else:
+                report = self.dataset.refresh(pl_module, preprocess=self.preprocess, progress=False, **self.refresh_kwargs)
             self.reports.append(report)
             pl_module.log_dict({"proxyaug/wrong": float(report.wrong), "proxyaug/chosen": float(report.chosen),
                                 "proxyaug/written": float(report.written)})
