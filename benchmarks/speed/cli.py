@@ -88,8 +88,8 @@ def _merge_into(json_path: str, fresh: Dict[str, Any], wanted: List[str]) -> Dic
         old = json.load(f)
     if old.get("preset") != fresh["preset"]:
         raise SystemExit(f"--merge: {json_path} holds preset {old.get('preset')!r}, not {fresh['preset']!r}")
-    old["settings"] = {**fresh["settings"], **old["settings"]}  # new keys added; the earlier cases' settings kept
+    old["settings"] = {**fresh["settings"], **old["settings"]}  # new keys added; the earlier cases' settings kept (a merged case's own under case_runs)
     runs = old.setdefault("case_runs", {})
     for name in wanted:
-        runs[name] = {"command": fresh["command"], "environment": dict(fresh["environment"])}
+        runs[name] = {"command": fresh["command"], "environment": dict(fresh["environment"]), "settings": fresh["settings"]}
     return old

@@ -167,6 +167,17 @@ def render(results: Dict[str, Any]) -> str:
         + ("timed with CUDA events after the queue drained." if s["device"] == "cuda" else "device synchronised inside the timed region."),
         "",
     ]
+    runs = results.get("case_runs", {})
+    if runs:
+        groups: Dict[str, List[str]] = {}
+        for case, run in runs.items():
+            groups.setdefault(run["command"], []).append(case)
+        for command, names in groups.items():
+            run, cs = runs[names[0]], runs[names[0]].get("settings")
+            detail = f" (batch {cs['batch']}, {cs['warmup']} warm-up run(s), median of {cs['repeats']} timed runs)" if cs else ""
+            peers = ", ".join(f"{d} {run['environment']['versions'][d]}" for _, _, d in PEERS if run["environment"]["versions"].get(d))
+            lines[-1:-1] = [f"Merged into this file: {', '.join(names)}, measured by `{command}` at commit `{run['environment']['commit']}` "
+                            f"on {run['environment']['device']}{detail}{'; ' + peers if peers else ''}; the other cases by the command above."]
     load = env.get("load")
     if load:
         per_case = "; ".join(f"{c} {v['before']:.1f} -> {v['after']:.1f}" for c, v in load.get("cases", {}).items())
@@ -174,7 +185,7 @@ def render(results: Dict[str, Any]) -> str:
                         f"({env['cpu_count']} cores; other work on the machine shows here)."]
     cases = results["cases"]
     if "maps" in cases:
-        lines += _render_maps(cases["maps"], s)
+        lines += _render_maps(cases["maps"], results.get("case_runs", {}).get("maps", {}).get("settings", s))
     if "transform" in cases:
         t = cases["transform"]
         lines += [f"### ProxyTransform against a resnet18 training step (batch {t['batch']}, {t['size']} px)", "",
