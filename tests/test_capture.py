@@ -451,3 +451,15 @@ def test_lightning_callback_commits_captured_maps_at_the_schedule(tmp_path):
     assert len(callback.reports) == 1 and callback.reports[0].source == "capture" and callback.reports[0].written == N
     assert ds.bank.present.all() and ds.refreshes == 1
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+
+
+def test_the_how_to_runs():
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "howto" / "capture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace: dict = {}
+    for code in blocks:  # the loop, then geometry: the second block reuses the first one's names
+        exec(compile(code, "docs/howto/capture.md", "exec"), namespace)
+    assert namespace["ds"].refreshes >= 3 and namespace["ds"].bank.present.any()
