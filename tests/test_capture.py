@@ -463,3 +463,17 @@ def test_the_how_to_runs():
     for code in blocks:  # the loop, then geometry: the second block reuses the first one's names
         exec(compile(code, "docs/howto/capture.md", "exec"), namespace)
     assert namespace["ds"].refreshes >= 3 and namespace["ds"].bank.present.any()
+
+
+def test_a_target_layer_the_forward_never_calls_is_named():
+    torch.manual_seed(0)
+    model, ds = SmallCNN(), _ds()
+    model.unused = nn.Conv2d(3, 3, 1)
+    capture = pa.MapCapture(ds, layer=["features.3", "unused"])
+    x, y, idx = next(_batches(ds, 1))
+    with pytest.raises(ValueError, match=r"\['unused'\] were not called"):
+        with capture.step(model):
+            logits = model(x)
+            capture.observe(idx, logits, y)
+            nn.functional.cross_entropy(logits, y).backward()
+    assert all(not m._forward_hooks for m in model.modules())

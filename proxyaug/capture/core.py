@@ -61,15 +61,13 @@ def _eager(compiled: bool) -> Any:
 class MapCapture:
     r"""Capture attention maps from your own training steps and write them into a dataset's bank.
 
-    Around each step, ``with capture.step(model):`` records the target layer's output ``A`` and,
-    during your ``loss.backward()``, the gradient ``dL/dA``; inside it call
-    [`observe()`][proxyaug.MapCapture.observe] with the batch's ``idx``, logits and labels. When
-    the step ends, the batch's maps are computed (Grad-CAM of the loss by default:
-    ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``, normalised per image to [0, 1] as a refresh's maps
-    are) and staged; [`commit()`][proxyaug.MapCapture.commit] chooses among the staged samples
-    with a selection policy, as [`refresh()`][proxyaug.refresh.refresh] chooses among a scan's, and
-    writes the bank in one step (``commit="epoch"``: call it yourself, e.g. once per epoch;
-    ``commit="step"``: after every step).
+    ``with capture.step(model):`` records the target layer's output ``A`` and, in your
+    ``loss.backward()``, ``dL/dA``; inside it call [`observe()`][proxyaug.MapCapture.observe] with
+    the batch's ``idx``, logits and labels. When the step ends, the batch's maps (Grad-CAM of the
+    loss by default, ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``, normalised per image) are staged;
+    [`commit()`][proxyaug.MapCapture.commit] chooses among the staged samples as a refresh chooses
+    among a scan's and writes the bank in one step (``commit="epoch"``: when you call it;
+    ``"step"``: after every step).
 
     A step whose ``A`` or ``dL/dA`` holds inf or NaN (a GradScaler step that overflowed) stages
     nothing. A sample staged twice keeps its last map. Each commit counts as one refresh of
@@ -317,7 +315,11 @@ class MapCapture:
             return
         if st.rows is None:
             raise RuntimeError("the step ran the model but never called capture.observe(idx, logits, labels); call it inside the step.")
-        missing = [self.layers[i].name for i in st.acts if i not in st.grads]
+        layers = self.layers or []
+        if len(st.acts) != len(layers):
+            absent = [t.name for i, t in enumerate(layers) if i not in st.acts]
+            raise ValueError(f"the target layer(s) {absent} were not called in the forward pass; pass layer= modules the model uses.")
+        missing = [layers[i].name for i in st.acts if i not in st.grads]
         if missing:
             raise RuntimeError(
                 f"no gradient reached the target layer(s) {missing} in this step; call loss.backward() inside the "
