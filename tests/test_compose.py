@@ -14,16 +14,17 @@ from proxyaug import MaskBank, ProxyTransform
 
 
 @pytest.fixture
-def bank():
-    bank = MaskBank(6, resolution=(4, 4))
+def bank(device):
+    bank = MaskBank(6, resolution=(4, 4), device=device)
     bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)))
     return bank
 
 
 @pytest.fixture
-def batch():
+def batch(device):
+    """Images on the device; labels and indices on the CPU, as a loader yields them."""
     g = torch.Generator().manual_seed(1)
-    return torch.rand(4, 3, 16, 16, generator=g), torch.tensor([7, 8, 9, 5]), torch.tensor([0, 1, 2, 3])
+    return torch.rand(4, 3, 16, 16, generator=g).to(device), torch.tensor([7, 8, 9, 5]), torch.tensor([0, 1, 2, 3])
 
 
 def test_tuples_and_lists_images_first_idx_last(bank, batch):
@@ -78,6 +79,7 @@ def test_a_single_image_chw_with_one_index(bank, batch):
 
 
 def test_a_sample_of_the_dataset_goes_through(bank):
+    bank.to("cpu")  # a dataset's item, on the CPU (the CPU path's case)
     base = torch.utils.data.TensorDataset(torch.rand(6, 3, 8, 8), torch.arange(6))
     ds = pa.ProxyDataset(base, bank)
     proxy = ProxyTransform(bank, mode="black", threshold=0.3)
@@ -100,6 +102,7 @@ def test_a_sample_of_the_dataset_goes_through(bank):
     ],
 )
 def test_bad_inputs_say_what_to_pass(bank, inputs, exc, match):
+    bank.to("cpu")  # the inputs are made at collection, on the CPU
     with pytest.raises(exc, match=match):
         ProxyTransform(bank)(*inputs)
 
@@ -145,6 +148,7 @@ def test_tv_tensors_image_stays_one_so_v2_never_takes_idx_for_the_image(bank, ba
 
 
 def test_dataloader_batches_through_compose(bank):
+    bank.to("cpu")  # the batches of a CPU loader, transformed before any move
     base = torch.utils.data.TensorDataset(torch.rand(6, 3, 8, 8), torch.arange(6))
     ds = pa.ProxyDataset(base, bank)
     proxy = ProxyTransform(bank, mode="black", threshold=0.3)

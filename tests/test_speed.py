@@ -53,6 +53,11 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     capsys.readouterr()
     speed.main(["--render", str(tmp_path / "speed-smoke.json")])
     assert capsys.readouterr().out == table
+    # the ImageNet estimate reads a fresh result as gpu.sh feeds it the GPU's
+    from benchmarks.scale_estimate import main as scale
+
+    e = scale(["--json", str(tmp_path / "speed-smoke.json"), "--model", "resnet18", "--out", str(tmp_path / "scale.md")])
+    assert e["maps_images_per_s"] == by["gradcam++"]["proxyaug_images_per_s"] and "resnet18" in (tmp_path / "scale.md").read_text()
 
 
 def test_merge_adds_cases_to_an_earlier_result(tmp_path):
