@@ -26,7 +26,7 @@ PY="${PYTHON:-python3}"
 BUDGET_S="${BUDGET_S:-570}"
 STEPS="${STEPS:-install tests speed scale train}"
 SPEED_CASES="${SPEED_CASES:-maps transform thesis formats bank e2e metrics}"
-TEST_FILES="${TEST_FILES:-tests/test_device.py tests/test_bank.py tests/test_transform.py tests/test_functional.py tests/test_compile.py tests/test_attention.py tests/test_metrics.py tests/test_dataset.py tests/test_refresh.py tests/test_distributed.py tests/test_engine.py tests/test_metrics_fidelity.py}"
+TEST_FILES="${TEST_FILES:-tests/test_device.py tests/test_bank.py tests/test_transform.py tests/test_functional.py tests/test_compile.py tests/test_compose.py tests/test_attention.py tests/test_metrics.py tests/test_dataset.py tests/test_refresh.py tests/test_distributed.py tests/test_engine.py tests/test_metrics_fidelity.py}"
 TRAIN_ARGS="${TRAIN_ARGS:---preset demo --seeds 0 --device cuda --out $OUT/train --fresh}"
 mkdir -p "$OUT"
 START=$SECONDS
