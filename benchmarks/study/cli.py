@@ -27,8 +27,8 @@ def parse_args(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[O
     """``(config or preset, study overrides, all arguments)`` of a command line."""
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="a .toml / .json study file")
-    p.add_argument("--preset", help="a study in benchmarks/configs/: demo, study, thesis-grid, tiny")
-    p.add_argument("--datasets", nargs="+", help="digits, shortcut-digits, cifar10, cifar100, caltech101, flowers102, oxford-pet, imagefolder:PATH")
+    p.add_argument("--preset", help="a study in benchmarks/configs/: demo, study, thesis-grid, tiny, fashion, fashion-grid")
+    p.add_argument("--datasets", nargs="+", help="digits, shortcut-digits, fashion-mnist, mnist, cifar10, cifar100, caltech101, flowers102, oxford-pet, imagefolder:PATH")
     p.add_argument("--models", nargs="+", help="'cnn' or timm model names")
     p.add_argument("--arms", nargs="+", help="run only these arms of the config (by name)")
     p.add_argument("--seeds", type=int, nargs="+")
@@ -71,8 +71,9 @@ def calibrate(model_name: str, study: Study, channels: int, num_classes: int, st
         costs = {}
         for phase in ("train", "eval"):
             model.train(phase == "train")
-            times = []
-            for _ in range(steps + 2):  # the first two calls warm up
+            times: List[float] = []
+            warm = time.perf_counter() + 1.0  # warm up for at least three calls and a second (thread pools, kernels)
+            while len(times) < steps + 3 or (time.perf_counter() < warm and len(times) < 50):
                 sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
                 sync()
                 t0 = time.perf_counter()
@@ -84,7 +85,7 @@ def calibrate(model_name: str, study: Study, channels: int, num_classes: int, st
                         opt.step()
                 sync()
                 times.append(time.perf_counter() - t0)
-            costs[phase] = statistics.median(times[2:]) / study.batch_size
+            costs[phase] = statistics.median(times[-steps:]) / study.batch_size
         return costs
     finally:
         torch.set_rng_state(state)
@@ -113,18 +114,28 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min"
 
 
-def estimate(study: Study, log: Any = print, session_minutes: float = 90.0) -> Dict[str, Any]:
+def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, force: bool = False) -> Dict[str, Any]:
     """How long the runs still to do take on this machine, printed before a study starts: per
     (dataset, model), from the mean ``wall_s`` of its finished runs of the same kind when there are
-    any, else from a calibration of a few training steps here. Returns the figures."""
+    any, else from a calibration of a few training steps here. A short study (under 200,000
+    training images to go) is not calibrated unless ``force``. Returns the figures."""
+    import proxyaug as pa
+
     done = load_done(os.path.join(study.out, "runs.jsonl"))
     todo = [run for run, key in plan(study) if key not in done]
     groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for dname, mname, arm, _ in todo:
         groups.setdefault((dname, mname), []).append(arm)
+    datasets = {d: load_data(d, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength, pool_size=study.pool_size)
+                for d in {d for d, _ in groups}}
+    images = sum(pa.ProxySchedule.parse(arm.get("schedule", study.schedule)).epochs * len(datasets[d].pool_labels) * (1 - study.val_fraction)
+                 for d, _, arm, _ in todo)
+    if not force and images < 200_000:
+        log(f"estimate: {len(todo)} runs to do, {images:,.0f} training images: short, not calibrated (--estimate does)")
+        return {"runs": len(todo), "seconds": None, "sessions": None}
     total, lines = 0.0, []
     for (dname, mname), arms in groups.items():
-        data = load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength, pool_size=study.pool_size)
+        data = datasets[dname]
         costs = calibrate(mname, study, data.channels, data.num_classes)
         measured = {}
         for rec in done.values():
@@ -137,7 +148,9 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0) -> D
         lines.append(f"  {dname} / {mname}: {len(arms)} runs, {_duration(sum(seconds))} ({_duration(sum(seconds) / len(arms))} per run; "
                      f"{source}a calibration here: train {1e3 * costs['train']:.2f} ms, eval {1e3 * costs['eval']:.2f} ms per image)")
     sessions = math.ceil(total / (60 * session_minutes)) if total else 0
-    log(f"estimate: {len(todo)} runs to do, about {_duration(total)} on this machine ({torch.get_num_threads()} threads)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = f", load average {load:.1f} on {os.cpu_count()} cores: slower than when quiet" if load > (os.cpu_count() or 1) else ""
+    log(f"estimate: {len(todo)} runs to do, about {_duration(total)} on this machine ({torch.get_num_threads()} threads{busy})"
         + (f"; {sessions} session(s) of {session_minutes:.0f} min: run the same command again to resume" if todo else ""))
     for line in lines:
         log(line)
@@ -173,7 +186,7 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     command = " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
     if args.estimate:
-        return estimate(study)
+        return estimate(study, force=True)
     if args.report_only:
         done = load_done(os.path.join(study.out, "runs.jsonl"))
         records = [done[key] for _, key in plan(study) if key in done]
