@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -13,6 +14,15 @@ from ..attention.methods import EIGEN, contributions
 from ..functional import gaussian_blur, normalize_maps
 
 __all__ = ["step_maps", "check_geometry", "to_canonical"]
+
+
+def _no_autocast(device: torch.device) -> Any:
+    """Autocast off for the map's arithmetic, entered only when autocast is on (it costs a little per step)."""
+    try:
+        on = torch.is_autocast_enabled(device.type)
+    except TypeError:  # an older torch without the device argument
+        on = True
+    return torch.autocast(device_type=device.type, enabled=False) if on else contextlib.nullcontext()
 
 
 def step_maps(
@@ -36,11 +46,12 @@ def step_maps(
     device = next(iter(acts.values())).device
     ok = torch.ones((), dtype=torch.bool, device=device)
     cams = []
-    with torch.autocast(device_type=device.type, enabled=False):
+    with _no_autocast(device):
         for i in sorted(acts):
             act = layers[i].to_nchw(acts[i], size).float()
             grad = layers[i].to_nchw(grads[i], size).float()
-            ok = ok & torch.isfinite(act).all() & torch.isfinite(grad).all()
+            # one float32 sum each: inf or NaN anywhere makes it non-finite (cheaper than isfinite().all())
+            ok = ok & torch.isfinite(act.sum() + grad.sum())
             contrib = contributions(spec.name, act, grad)
             if spec.name in EIGEN or spec.eigen_smooth:
                 cam = eigen_projection(contrib.nan_to_num(0.0, 0.0, 0.0))
