@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 def test_a_study_finishes_with_every_output(tiny):
     out, records, summary = tiny
     assert {r["kind"] for r in records} == KINDS
-    assert len(records) == 8 * 2
+    assert len(records) == 9 * 2
     for name in ("runs.csv", "runs.jsonl", "summary.json", "report.md", "bars.png", "differences.png", "accuracy-shortcut-digits-cnn.png"):
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader((out / "runs.csv").open()))
