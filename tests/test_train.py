@@ -131,8 +131,8 @@ def test_config_errors_name_the_setting(tmp_path):
         train.expand_arms([{"kind": "proxy"}, {"kind": "proxy"}])
     with pytest.raises(RuntimeError, match="never downloads"):
         load_data("cifar10", root=str(tmp_path))
-    with pytest.raises(ValueError, match="dataset='mnist' is not supported"):
-        load_data("mnist")
+    with pytest.raises(ValueError, match="dataset='svhn' is not supported"):
+        load_data("svhn")
 
 
 def test_grid_expansion_covers_every_combination():

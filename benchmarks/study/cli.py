@@ -17,7 +17,7 @@ from .arms import arm_kind
 from .config import Study, load_study
 from .models import build_model
 from .report import report
-from .runner import load_done, plan, run_study
+from .runner import complete, load_done, plan, run_study
 from .text import pp
 
 DESCRIPTION = "The accuracy study: does Proxy Attention help? Fair arms, controls and the thesis' protocol."
@@ -122,7 +122,7 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
     import proxyaug as pa
 
     done = load_done(os.path.join(study.out, "runs.jsonl"))
-    todo = [run for run, key in plan(study) if key not in done]
+    todo = [run for run, key in plan(study) if key not in done or not complete(done[key], study)]
     groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for dname, mname, arm, _ in todo:
         groups.setdefault((dname, mname), []).append(arm)

@@ -95,7 +95,8 @@ def run_study(study: Study, log: Callable[[str], None] = print) -> List[Dict[str
         if key in done and complete(done[key], study):
             continue
         if dname not in data_cache:
-            data_cache = {dname: load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength)}
+            data_cache = {dname: load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength,
+                                            pool_size=study.pool_size)}
             eset = explanation_set(data_cache[dname], study)
             log(data_cache[dname].info + (f"; explanations on {eset.info}" if eset else ""))
         log(f"run {n}/{len(runs)}: {dname} / {mname} / {arm['name']} / seed {seed}")
