@@ -37,14 +37,26 @@ def generated_copies(markdown: str) -> List[tuple]:
     return [(m.group("path"), m.group("body")) for m in GENERATED.finditer(markdown)]
 
 
-def source_text(path: str) -> str:
-    """What a page should hold for the generated file ``path`` (relative to the repository root)."""
-    return (ROOT / path).read_text(encoding="utf-8").strip("\n")
+def source_text(path: str, page_src: str = "index.md") -> str:
+    """What a page should hold for the generated file ``path`` (relative to the repository root):
+    its text, with relative picture links rebased from the file's folder to the page's
+    (``page_src``, the page's path inside ``docs/``), so that they work from the page."""
+    text = (ROOT / path).read_text(encoding="utf-8").strip("\n")
+    src_dir = (ROOT / path).parent
+    page_dir = DOCS / posixpath.dirname(page_src)
+
+    def rebase(m: "re.Match[str]") -> str:
+        target = m.group("target")
+        if re.match(r"^[a-z]+:|^/|^#", target):  # a URL, an absolute path or an anchor
+            return m.group(0)
+        return m.group("head") + posixpath.relpath((src_dir / target).resolve().as_posix(), page_dir.resolve().as_posix())
+
+    return IMAGE.sub(rebase, text)
 
 
-def refresh_copies(markdown: str) -> str:
-    """The page with each generated block replaced by its file's current text."""
-    return GENERATED.sub(lambda m: m.group("open") + source_text(m.group("path")) + m.group("close"), markdown)
+def refresh_copies(markdown: str, page_src: str = "index.md") -> str:
+    """The page ``page_src`` with each generated block replaced by its file's current text."""
+    return GENERATED.sub(lambda m: m.group("open") + source_text(m.group("path"), page_src) + m.group("close"), markdown)
 
 
 def publish_pictures(markdown: str, page_src: str) -> str:
@@ -75,14 +87,14 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    return publish_pictures(refresh_copies(markdown), page.file.src_uri)
+    return publish_pictures(refresh_copies(markdown, page.file.src_uri), page.file.src_uri)
 
 
 def main() -> int:
     """Refresh the generated copies in every page under docs/; print the pages that changed."""
     for page in sorted(DOCS.rglob("*.md")):
         text = page.read_text(encoding="utf-8")
-        new = refresh_copies(text)
+        new = refresh_copies(text, page.relative_to(DOCS).as_posix())
         if new != text:
             page.write_text(new, encoding="utf-8")
             print(f"updated {page.relative_to(ROOT)}")
