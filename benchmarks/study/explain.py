@@ -16,9 +16,9 @@ EigenGradCAM as in the thesis). Maps explain the class the model predicts. Per m
   position (as 90 % of the training images have it), and ``cue`` is that 2x2 block: its energy is
   the ground-truth measure of attention on the spurious cue (a uniform map puts 1/16 there).
 
-``acc`` is the accuracy on these images (on shortcut-digits: with the cue, so higher means more
-reliance on it is rewarded; read it with ``cue_energy``). Nothing here draws random numbers, so
-measuring leaves training bit-identical.
+``acc`` is the accuracy on these images (on shortcut-digits they carry the cue, which a model
+leaning on it gets right: read it beside the test accuracy and ``cue_energy``). Nothing here
+draws random numbers, so measuring leaves training bit-identical.
 """
 
 from __future__ import annotations
