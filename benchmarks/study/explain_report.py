@@ -16,7 +16,7 @@ import torch
 
 from .arms import arm_kind
 from .explain import KEYS
-from .stats import describe, paired
+from .stats import describe, paired, verdict
 from .text import slug
 
 # (key, label, what a better explanation does) compared between arms
@@ -28,16 +28,6 @@ COMPARED = (
     ("eval_insertion", "insertion AUC", "higher"),
 )
 SHARES = {"acc", *(k for k in KEYS if k.endswith(("_energy", "_pointing", "_drop", "_increase")))}
-
-
-def _direction(d: Dict[str, float]) -> str:
-    if d["n"] < 3:
-        return "too few seeds to tell"
-    if d["ci95_low"] > 0:
-        return "higher"
-    if d["ci95_high"] < 0:
-        return "lower"
-    return "no detectable difference"
 
 
 def _fmt(key: str, v: float) -> str:
@@ -73,7 +63,7 @@ def summarize_explanations(records: List[Dict[str, Any]], summary: Dict[str, Any
             for key, label, _ in COMPARED:
                 if key in keys and seeds:
                     d = paired([by[a][s]["explain"][key] for s in seeds], [by[b][s]["explain"][key] for s in seeds])
-                    comps.append({"arm": a, "versus": b, "metric": key, **d, "direction": _direction(d)})
+                    comps.append({"arm": a, "versus": b, "metric": key, **d, "direction": verdict(d, "higher", "lower")})
         out[group] = {"arms": arms, "course": course, "comparisons": comps}
     return out
 

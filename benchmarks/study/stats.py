@@ -42,15 +42,15 @@ def paired(a: List[float], b: List[float]) -> Dict[str, float]:
     return {"n": n, "mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
-def verdict(d: Dict[str, float]) -> str:
-    """``better`` / ``worse`` when the 95 % interval excludes 0 (three or more pairs), else
-    ``no detectable difference``."""
+def verdict(d: Dict[str, float], above: str = "better", below: str = "worse") -> str:
+    """``above`` / ``below`` (``better`` / ``worse``) when the 95 % interval lies above / below 0
+    (three or more pairs), else ``no detectable difference``."""
     if d["n"] < 3 or math.isnan(d["ci95_low"]):
         return "too few seeds to tell"
     if d["ci95_low"] > 0:
-        return "better"
+        return above
     if d["ci95_high"] < 0:
-        return "worse"
+        return below
     return "no detectable difference"
 
 

@@ -48,14 +48,5 @@ class InStep(Proxy):
 
     def refresh(self, model: nn.Module) -> Dict[str, Any]:
         """Commit what the epoch's steps staged, and return the round's record."""
-        s = self.spec
         report = self.capture.commit()
-        rows = self.ds.bank.present.nonzero().flatten()
-        area = float((self.full_size(self.ds.bank.get(rows)[0]) > s["threshold"]).float().mean()) if rows.numel() else 0.0
-        self.p, self.area = rows.numel() / self.context.n_train, area
-        self.refreshed()
-        return {
-            "scanned": report.scanned, "wrong": report.wrong, "chosen": report.chosen, "budget": report.budget,
-            "written": report.written, "maps": int(rows.numel()), "masked_area": area, "p": self.p,
-            "seconds": report.seconds + report.attention_seconds, "layer": report.layer, "new_rows": self.ds.rows(report.indices).tolist(),
-        }
+        return self.record(report, report.seconds + report.attention_seconds)

@@ -88,14 +88,19 @@ class RefreshingArm(Arm):
             model, method=s["method"], fraction=s["fraction"], select=s["select"], budget=self.budget, layer=s["layer"],
             preprocess=self.context.preprocess, progress=False,
         )
+        return self.record(report, report.seconds)
+
+    def record(self, report: pa.RefreshReport, seconds: float) -> Dict[str, Any]:
+        """After the bank was written: measure its maps (``p``, ``area``), tell the arm, and return
+        the round's record of ``report`` (``seconds``: what the round cost)."""
         rows = self.ds.bank.present.nonzero().flatten()
-        area = float((self.full_size(self.ds.bank.get(rows)[0]) > s["threshold"]).float().mean()) if rows.numel() else 0.0
+        area = float((self.full_size(self.ds.bank.get(rows)[0]) > self.spec["threshold"]).float().mean()) if rows.numel() else 0.0
         self.p, self.area = rows.numel() / self.context.n_train, area
         self.refreshed()
         return {
             "scanned": report.scanned, "wrong": report.wrong, "chosen": report.chosen, "budget": report.budget,
             "written": report.written, "maps": int(rows.numel()),
-            "masked_area": area, "p": self.p, "seconds": report.seconds, "layer": report.layer,
+            "masked_area": area, "p": self.p, "seconds": seconds, "layer": report.layer,
             "new_rows": self.ds.rows(report.indices).tolist(),
         }
 
