@@ -213,5 +213,6 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
             note += f" | explain: acc {100 * e['acc']:.1f} %" + (f", cue energy {e['eval_cue_energy']:.3f}" if "eval_cue_energy" in e else "")
         if checkpoint:
             run.checkpoint(epoch, checkpoint)
-        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {run.history['loss'][-1]:.4f} val {100 * val_acc:6.2f} % test {100 * test_acc:6.2f} %{note}")
+        test = " (test not read: skip_test)" if math.isnan(test_acc) else f" test {100 * test_acc:6.2f} %"
+        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {run.history['loss'][-1]:.4f} val {100 * val_acc:6.2f} %{test}{note}")
     return run.record()
