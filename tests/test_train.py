@@ -287,6 +287,21 @@ def test_the_accuracy_plot_shows_every_epoch_of_every_curve(tmp_path, monkeypatc
     assert lo >= 0 and hi <= 100
 
 
+def test_an_arm_compared_with_a_control_it_names_is_compared_once():
+    from benchmarks.study.stats import summarize
+
+    def rec(arm, kind, seed, acc):
+        return {"dataset": "d", "model": "m", "arm": arm, "kind": kind, "seed": seed, "test_acc": acc, "val_acc": acc,
+                "wall_s": 1.0, "masked_area_mean": 0.0, "maps_final": 0, "settings": {}}
+
+    records = [rec(a, k, s, 0.9 + 0.01 * s + d) for s in range(3)
+               for a, k, d in (("baseline", "none", 0.0), ("proxy", "proxy", 0.01), ("random-mask", "random-mask", 0.0))]
+    group = summarize(records, compare_with={"proxy": ["random-mask", "baseline"]})["d / m"]
+    pairs = [(c["arm"], c["versus"]) for c in group["comparisons"]]
+    assert sorted(pairs) == [("proxy", "baseline"), ("proxy", "random-mask"), ("random-mask", "baseline")]
+    assert group["comparisons"][0]["mean"] == pytest.approx(0.01)
+
+
 def test_proxy_grids_title_the_columns_and_outline_the_replaced_region(tiny):
     from PIL import Image
 

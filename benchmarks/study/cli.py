@@ -188,6 +188,8 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     if args.estimate:
         return estimate(study, force=True)
     if args.report_only:
+        if study.threads:  # the header names the runs' thread count, as the study gives it
+            torch.set_num_threads(study.threads)
         done = load_done(os.path.join(study.out, "runs.jsonl"))
         records = [done[key] for _, key in plan(study) if key in done]
     else:

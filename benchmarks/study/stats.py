@@ -69,9 +69,12 @@ def _group(rs: List[Dict[str, Any]], baseline: str, compare_with: Dict[str, List
     group: Dict[str, Any] = {"arms": {a: _entry([by[a][s] for s in sorted(by[a])]) for a in arms}, "comparisons": []}
     kinds = {a: arm_kind(group["arms"][a]["kind"]) for a in arms}
 
-    def compare(a: str, b: str) -> None:
+    done = set()
+
+    def compare(a: str, b: str) -> None:  # each pair once, also when ``compare`` names a control
         seeds = sorted(set(by[a]) & set(by[b]))
-        if seeds:
+        if seeds and (a, b) not in done:
+            done.add((a, b))
             d = paired([by[a][s]["test_acc"] for s in seeds], [by[b][s]["test_acc"] for s in seeds])
             group["comparisons"].append({"arm": a, "versus": b, **d, "verdict": verdict(d)})
 

@@ -14,7 +14,7 @@ from torch import nn
 import proxyaug as pa
 
 from .base import register
-from .refreshing import RefreshingArm
+from .refreshing import RefreshingArm, selection_text
 
 
 def roll_maps(maps: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class RandomMask(RefreshingArm):
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:
-        return f"the proxy masks ({settings.get('mode')}) moved to random places"
+        return f"the proxy masks ({settings.get('mode')}; {selection_text(settings)}) moved to random places"
 
     def replace(self, x: torch.Tensor, maps: torch.Tensor, present: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = self.spec
