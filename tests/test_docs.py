@@ -67,11 +67,14 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert 'id="proxyaug.ProxyDataset"' in api and "https://pytorch.org/docs/stable/tensors.html#torch.Tensor" in api
     speed = (tmp_path / "site" / "speed" / "index.html").read_text()
     assert "Map throughput" in speed  # the generated table was included
-    accuracy = (tmp_path / "site" / "results" / "index.html").read_text()
-    assert "Proxy Attention arms against each control" in accuracy  # the study's generated report
-    for picture in ("differences.png", "bars.png", "grids/shortcut-digits-cnn-proxy-seed0-refresh1.png"):
-        assert (tmp_path / "site" / "assets" / "results" / "study" / picture).stat().st_size > 0
-        assert f'src="../assets/results/study/{picture}"' in accuracy
+    for page, study, grid in (("results", "fashion", "fashion-mnist-cnn-proxy-seed0-refresh1.png"),
+                              ("results-digits", "study", "shortcut-digits-cnn-proxy-seed0-refresh1.png")):
+        accuracy = (tmp_path / "site" / page / "index.html").read_text()
+        assert "Proxy Attention arms against each control" in accuracy  # the study's generated report
+        for picture in ("differences.png", "bars.png", f"grids/{grid}"):
+            assert (tmp_path / "site" / "assets" / "results" / study / picture).stat().st_size > 0
+            assert f'src="../assets/results/{study}/{picture}"' in accuracy
+    assert "Winner's curse" in (tmp_path / "site" / "results" / "index.html").read_text()  # the search's copy
     home = (tmp_path / "site" / "index.html").read_text()
     assert 'src="assets/results/study/grids/shortcut-digits-cnn-proxy-black-seed0-refresh1.png"' in home
     assert "stylesheets/extra.css" in home and (tmp_path / "site" / "stylesheets" / "extra.css").is_file()
