@@ -173,6 +173,8 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     name the command line shows (``benchmarks.train`` through the alias)."""
     config, overrides, args = parse_args(argv, prog=f"python -m {module}")
     study = load_study(config, overrides)
+    if study.threads:  # every path: the runs, the estimate's calibration, and the report header's thread count
+        torch.set_num_threads(study.threads)
     if args.arms:
         names = {a["name"] for a in study.arms}
         missing = set(args.arms) - names
@@ -188,8 +190,6 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     if args.estimate:
         return estimate(study, force=True)
     if args.report_only:
-        if study.threads:  # the header names the runs' thread count, as the study gives it
-            torch.set_num_threads(study.threads)
         done = load_done(os.path.join(study.out, "runs.jsonl"))
         records = [done[key] for _, key in plan(study) if key in done]
     else:
