@@ -17,7 +17,7 @@ from .arms import arm_kind
 from .config import Study, load_study
 from .models import build_model
 from .report import report
-from .runner import complete, load_done, plan, run_study
+from .runner import complete, load_done, plan, run_study, write_csv
 from .text import pp
 
 DESCRIPTION = "The accuracy study: does Proxy Attention help? Fair arms, controls and the thesis' protocol."
@@ -192,6 +192,7 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     if args.report_only:
         done = load_done(os.path.join(study.out, "runs.jsonl"))
         records = [done[key] for _, key in plan(study) if key in done]
+        write_csv(study, records)  # runs merged into runs.jsonl by hand (another --out) join the table too
     else:
         estimate(study)
         records = run_study(study)

@@ -115,9 +115,14 @@ def run_study(study: Study, log: Callable[[str], None] = print) -> List[Dict[str
                 f.write(json.dumps(record) + "\n")
         os.remove(ckpt)
     records = [done[key] for _, key in runs]
+    write_csv(study, records)
+    return records
+
+
+def write_csv(study: Study, records: List[Dict[str, Any]]) -> None:
+    """Write ``runs.csv`` in ``study.out``: one row per record."""
     with open(os.path.join(study.out, "runs.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for r in records:
             writer.writerow(csv_row(r, study))
-    return records
