@@ -120,3 +120,27 @@ def test_the_dev_extra_holds_the_demo_extra():
     """`make test` runs the harness' tests and doctests, so it needs everything the demo needs."""
     _, extras = _requirements()
     assert extras["demo"] <= extras["dev"]
+
+
+def _disk_check(venv, needs_gb):
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "NEEDS_GB"}}
+    out = subprocess.run(["make", "-s", "disk-check", f"VENV={venv}", f"NEEDS_GB={needs_gb}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_low_disk_space_is_warned_before_the_first_install(tmp_path):
+    venv = tmp_path / "not" / "yet" / "venv"  # its parent need not exist: the nearest one that does is measured
+    warning = _disk_check(venv, needs_gb=10**9)
+    assert warning.startswith("warning: ") and f"into {venv} needs about {10**9} GB" in warning
+    assert str(tmp_path) in warning and "TORCH_INDEX=" in warning
+    assert _disk_check(venv, needs_gb=0) == ""
+    (venv / "lib" / "python3.11" / "site-packages" / "torch").mkdir(parents=True)  # torch is in: nothing more to fetch
+    assert _disk_check(venv, needs_gb=10**9) == ""
+
+
+def test_the_disk_check_runs_before_pip(tmp_path):
+    commands = _make_n("test", venv=tmp_path / "venv").splitlines()
+    check = next(i for i, line in enumerate(commands) if "df -Pk" in line)
+    assert check < next(i for i, line in enumerate(commands) if "-m pip install" in line)
