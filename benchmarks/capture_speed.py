@@ -47,7 +47,7 @@ def _steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: Any) -> Tu
     idx = torch.arange(len(y))
     plain, captured = model, copy.deepcopy(model)
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in (("off", plain), ("on", captured))}
-    capture = pa.MapCapture(ds, layer=layer)
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer=layer))
 
     def off() -> None:
         loss = nn.functional.cross_entropy(plain(x), y)

@@ -9,33 +9,33 @@ Examples:
 
 __version__ = "0.1.0"
 
-from . import cpu_path, distributed, functional, items, layout, metrics, mistakes, protocol, selection, viz
+from . import attention, capture, functional, metrics, protocol, selection, viz
+from ._refresh import refresh
+from ._report import RefreshReport
 from .attention import MapSpec, attention_maps, find_target_layer
 from .bank import MaskBank
 from .capture import MapCapture
 from .dataset import ProxyDataset
-from .refresh import RefreshReport, refresh
 from .schedule import EverySchedule, FixedSchedule, PlateauSchedule, ProxySchedule
+from .protocol import Refreshable
 from .transform import ProxyTransform
 
 __all__ = [
     "__version__",
+    "attention",
+    "capture",
     "functional",
     "metrics",
-    "viz",
-    "selection",
-    "distributed",
     "protocol",
-    "mistakes",
-    "layout",
-    "cpu_path",
-    "items",
+    "selection",
+    "viz",
     "MapSpec",
     "MaskBank",
     "MapCapture",
     "ProxyTransform",
     "ProxyDataset",
     "RefreshReport",
+    "Refreshable",
     "refresh",
     "attention_maps",
     "find_target_layer",

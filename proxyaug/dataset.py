@@ -10,13 +10,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_choice, check_index, describe
-from .attention import MapSpec
+from .attention import MapSpec, as_spec
 from .bank import MaskBank
 from .cpu_path import CpuPath, measure_resolution
-from .items import check_first_item, check_item
-from .layout import LAYOUTS
-from .mistakes import MistakeTracker
-from .refresh import RefreshReport, refresh
+from ._items import check_first_item, check_item
+from ._layout import LAYOUTS
+from ._mistakes import MistakeTracker
+from ._report import RefreshReport
 
 __all__ = ["ProxyDataset"]
 
@@ -27,7 +27,7 @@ class ProxyDataset(Dataset):
     """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a [`MaskBank`][proxyaug.MaskBank].
 
     The base dataset must return ``(image, label)`` with the image a tensor ``(C, H, W)``, float
-    in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh.refresh] a ``preprocess`` that converts it, as
+    in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh] a ``preprocess`` that converts it, as
     your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
     [`ProxyTransform`][proxyaug.ProxyTransform]. Item 0 is checked when the dataset is built
@@ -36,7 +36,7 @@ class ProxyDataset(Dataset):
 
     Each item's ``idx`` is a *bank row*: where its map lives, what
     [`ProxyTransform`][proxyaug.ProxyTransform] and [`observe()`][proxyaug.ProxyDataset.observe]
-    take. A *sample index* names an item of the wrapped dataset; [`refresh()`][proxyaug.refresh.refresh]
+    take. A *sample index* names an item of the wrapped dataset; [`refresh()`][proxyaug.refresh]
     and its report speak in sample indices, and [`rows()`][proxyaug.ProxyDataset.rows] converts.
     The two are equal unless ``proxies="append"``.
 
@@ -49,8 +49,7 @@ class ProxyDataset(Dataset):
     constant. Running DataLoader workers, persistent ones included, serve the items a refresh adds.
 
     It implements the [`Refreshable`][proxyaug.protocol.Refreshable] protocol that
-    [`refresh()`][proxyaug.refresh.refresh] uses; the item layout (``proxies``) and the CPU path are
-    pieces of their own ([`proxyaug.layout`][proxyaug.layout], [`proxyaug.cpu_path`][proxyaug.cpu_path]).
+    [`refresh()`][proxyaug.refresh] uses.
 
     Unknown attributes are forwarded to the base dataset
     (``ds.classes``), and the dataset pickles for DataLoader workers; a bank on an accelerator
@@ -77,10 +76,11 @@ class ProxyDataset(Dataset):
         (torch.Size([3, 16, 16]), 1, 5, 8, 8)
         >>> ds.tensors[1].shape  # forwarded to the base dataset
         torch.Size([8])
+        >>> import proxyaug as pa
         >>> extra = ProxyDataset(base, proxies="append")
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         >>> _ = net[0].bias.data.copy_(torch.tensor([0.0, 10.0]))  # predicts class 1 for every image
-        >>> report = extra.refresh(net, indices=[2])  # sample 2 (label 0) is wrong: it gets a map
+        >>> report = pa.refresh(net, extra, indices=[2])  # sample 2 (label 0) is wrong: it gets a map
         >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[2][0]))  # sample 2 again, with idx 8 + 2
         (9, 10, True)
     """
@@ -102,8 +102,8 @@ class ProxyDataset(Dataset):
             raise ValueError("dataset is empty; expected at least one sample.")
         proxies = check_choice("proxies", proxies, PROXIES)
         check_first_item(dataset)  # now, not an epoch later inside a DataLoader worker
-        self.layout = LAYOUTS[proxies](n)
-        rows = self.layout.bank_rows
+        self._layout = LAYOUTS[proxies](n)
+        rows = self._layout.bank_rows
         if bank is None:
             bank = MaskBank(rows, resolution=resolution, device=device, dtype=dtype)
         elif not isinstance(bank, MaskBank) or len(bank) != rows:
@@ -116,30 +116,30 @@ class ProxyDataset(Dataset):
         self.mistakes = MistakeTracker(n)
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
-        self.cpu_path: Optional[CpuPath] = None  # set by enable_cpu_path
-        self.transform: Optional[Callable[[torch.Tensor], Any]] = None  # run on each item after the CPU path
+        self._cpu_path: Optional[CpuPath] = None  # set by enable_cpu_path
+        self._item_transform: Optional[Callable[[torch.Tensor], Any]] = None  # run on each item after the CPU path
 
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.layout)
+        return len(self._layout)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
         index = int(index)
         if index < 0:
             index += len(self)
-        sample, row = self.layout.locate(index)
+        sample, row = self._layout.locate(index)
         x, y = check_item(self.dataset[sample], sample)
-        if self.cpu_path is not None:  # the CPU path: replacement here, in the worker
-            x = self.cpu_path(x, row)
-        if self.transform is not None:
-            x = self.transform(x)
+        if self._cpu_path is not None:  # the CPU path: replacement here, in the worker
+            x = self._cpu_path(x, row)
+        if self._item_transform is not None:
+            x = self._item_transform(x)
         return x, y, row
 
     # -- the Refreshable protocol ------------------------------------------------------------
     @property
     def num_samples(self) -> int:
         """The samples of the wrapped dataset (checked: it must not have changed length)."""
-        n = self.layout.num_samples
+        n = self._layout.num_samples
         if len(self.dataset) != n:
             raise RuntimeError(
                 f"the dataset has {len(self.dataset)} samples but its bank was made for {n}: the wrapped dataset "
@@ -167,7 +167,7 @@ class ProxyDataset(Dataset):
             >>> ProxyDataset(base).rows([1, 3]), ProxyDataset(base, proxies="append").rows([1, 3])
             (tensor([1, 3]), tensor([5, 7]))
         """
-        return self.layout.rows(samples)
+        return self._layout.rows(samples)
 
     def commit(
         self,
@@ -180,7 +180,7 @@ class ProxyDataset(Dataset):
     ) -> None:
         """Write a refresh's maps in one step, use up the mistakes it scanned, count it.
 
-        Called by [`refresh()`][proxyaug.refresh.refresh] once all maps exist (see
+        Called by [`refresh()`][proxyaug.refresh] once all maps exist (see
         [`Refreshable.commit()`][proxyaug.protocol.Refreshable.commit]): ``samples`` are sample
         indices, ``scanned`` the samples whose observations it used up (``None``: all).
         """
@@ -188,7 +188,7 @@ class ProxyDataset(Dataset):
             self.bank.put(self.rows(samples), maps, clear_others=reset)
         elif reset:
             self.bank.clear()
-        self.layout.sync(self.bank.present)
+        self._layout.sync(self.bank.present)
         self.mistakes.reset(scanned)
         self.refreshes += 1
         self.last_report = report
@@ -200,10 +200,7 @@ class ProxyDataset(Dataset):
         *,
         model: Optional[torch.nn.Module] = None,
         spec: Optional[MapSpec] = None,
-        layer: Any = None,
         preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        reshape: Any = None,
-        method: Any = "gradcam++",
         **proxy: Any,
     ) -> "ProxyDataset":
         """Apply the maps inside ``__getitem__`` (in DataLoader workers), then ``transform``.
@@ -212,24 +209,21 @@ class ProxyDataset(Dataset):
         item is replaced with [`ProxyTransform`][proxyaug.ProxyTransform] settings ``proxy``
         (``mode``, ``threshold``, ``weight``, ``p``, ``blur_sigma``) in its canonical frame, then
         ``transform`` (random augmentation, conversion) runs on it. The bank moves to shared memory,
-        so maps that a later [`refresh()`][proxyaug.refresh.refresh] writes in the main process are
+        so maps that a later [`refresh()`][proxyaug.refresh] writes in the main process are
         seen by running workers, ``persistent_workers=True`` included, without restarting them.
         Refreshes still scan the canonical images.
 
         Shared memory is never reallocated, so the bank's map resolution must be the one the
-        refreshes will produce. Pass ``model`` (and the ``layer``, ``preprocess``, ``reshape`` and
-        ``method`` your refreshes will use): the resolution is then measured on item 0 with
+        refreshes will produce. Pass ``model`` (and the ``spec`` and ``preprocess`` your refreshes
+        will use): the resolution is then measured on item 0 with
         [`map_resolution()`][proxyaug.attention.map_resolution] and set, or checked against the
         bank's, now rather than at the first refresh an epoch later.
 
         Args:
             transform: applied to each ``(C, H, W)`` image after the replacement.
             model: the model refreshes will use; measures the map resolution on item 0.
-            layer: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
-            preprocess: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
-            reshape: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
-            method: as in [`refresh()`][proxyaug.refresh.refresh] (with ``model``).
-            spec: a [`MapSpec`][proxyaug.attention.MapSpec] instead of ``method``, ``layer``, ``reshape``.
+            spec: as in [`refresh()`][proxyaug.refresh] (with ``model``).
+            preprocess: as in [`refresh()`][proxyaug.refresh] (with ``model``).
             **proxy: [`ProxyTransform`][proxyaug.ProxyTransform] arguments.
 
         Returns:
@@ -256,17 +250,16 @@ class ProxyDataset(Dataset):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
         if model is not None:
-            spec = MapSpec.of(spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape)
-            self._fix_resolution(measure_resolution(model, self.canonical(0)[0], spec, preprocess))
+            self._fix_resolution(measure_resolution(model, self.canonical(0)[0], as_spec(spec), preprocess))
         if self.bank.resolution is None:
             raise ValueError(
                 "the CPU path needs a fixed map resolution, so that the bank's shared memory is never reallocated: "
-                "pass model= (and layer=, preprocess= as for refresh) to measure it, or build the dataset with "
+                "pass model= (and spec=, preprocess= as for refresh) to measure it, or build the dataset with "
                 "resolution= the target layer's (h, w), e.g. (7, 7) for a 224 px ResNet."
             )
         self.bank.share_memory()
-        self.cpu_path = CpuPath(self.bank, **proxy)
-        self.transform = transform
+        self._cpu_path = CpuPath(self.bank, **proxy)
+        self._item_transform = transform
         return self
 
     def _fix_resolution(self, measured: Tuple[int, int]) -> None:
@@ -316,16 +309,12 @@ class ProxyDataset(Dataset):
         return new
 
     def __repr__(self) -> str:
-        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self.layout.num_samples})"
-
-    def refresh(self, model: torch.nn.Module, **kwargs: Any) -> RefreshReport:
-        """Recompute maps with ``model``: the same as [`proxyaug.refresh()`][proxyaug.refresh.refresh] ``(model, self, **kwargs)``."""
-        return refresh(model, self, **kwargs)
+        return f"ProxyDataset({self.dataset!r}, maps={int(self.bank.present.sum()) if self.bank is not None else '?'}/{self._layout.num_samples})"
 
     def observe(self, idx: Any, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Record which samples of a training batch the model got wrong.
 
-        When any were recorded since the last refresh, the next [`refresh()`][proxyaug.ProxyDataset.refresh] scans only
+        When any were recorded since the last refresh, the next [`refresh()`][proxyaug.refresh] scans only
         those instead of the whole dataset. Runs on the logits' device without a host sync.
 
         Args:
@@ -344,7 +333,7 @@ class ProxyDataset(Dataset):
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
         rows = check_index("idx", idx, size=len(self.bank), length=logits.shape[0])
-        self.mistakes.update(rows % self.layout.num_samples, logits, labels)
+        self.mistakes.update(rows % self._layout.num_samples, logits, labels)
 
     @property
     def observed_wrong(self) -> torch.Tensor:
@@ -381,10 +370,10 @@ class ProxyDataset(Dataset):
         if missing:
             raise KeyError(f"state lacks {sorted(missing)}; expected ProxyDataset.state_dict() output.")
         observed = state["observed"]
-        n = self.layout.num_samples
+        n = self._layout.num_samples
         if observed is not None and tuple(observed.shape) != (n,):
             raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {n}.")
         self.bank.load_state_dict(state["bank"])
         self.refreshes = int(state["refreshes"])
         self.mistakes.load_state_dict({"observed": observed}, device=self.bank.device)
-        self.layout.sync(self.bank.present)
+        self._layout.sync(self.bank.present)

@@ -1,4 +1,4 @@
-"""Refreshable: what [`refresh()`][proxyaug.refresh.refresh] needs of the dataset it refreshes.
+"""Refreshable: what [`refresh()`][proxyaug.refresh] needs of the dataset it refreshes.
 
 [`ProxyDataset`][proxyaug.ProxyDataset] implements it; so can a dataset type of your own (a
 streaming shard index, a dataset with its own caching) that wants to take part in refreshes.
@@ -13,15 +13,15 @@ from typing import Any, Optional, Protocol, Tuple, runtime_checkable
 import torch
 
 from .bank import MaskBank
-from .mistakes import MistakeTracker
-from .report import RefreshReport
+from ._mistakes import MistakeTracker
+from ._report import RefreshReport
 
 __all__ = ["Refreshable", "check_refreshable"]
 
 
 @runtime_checkable
 class Refreshable(Protocol):
-    """The protocol between [`refresh()`][proxyaug.refresh.refresh] and what it refreshes.
+    """The protocol between [`refresh()`][proxyaug.refresh] and what it refreshes.
 
     Attributes:
         bank: the [`MaskBank`][proxyaug.MaskBank] the maps go into.

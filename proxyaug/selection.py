@@ -39,7 +39,7 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-__all__ = ["SELECT", "POLICIES", "Policy", "Budget", "budget", "check_budget", "budget_size", "scores", "select_subset", "choose"]
+__all__ = ["SELECT", "POLICIES", "Policy", "Budget", "check_budget", "budget_size", "scores", "choose"]
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Budget = Union[None, float, int]
@@ -95,16 +95,6 @@ SELECT = tuple(POLICIES)
 def _share(share: float, n: int) -> int:
     """``share`` of ``n`` rounded half up, at least one when ``n`` is not zero."""
     return max(1, math.floor(share * n + 0.5)) if n else 0
-
-
-def budget(n_wrong: int, fraction: float) -> int:
-    """The thesis rule, ``budget=None``: how many images every policy chooses from ``n_wrong`` wrong ones.
-
-    Examples:
-        >>> budget(12, 0.2), budget(1, 0.2), budget(0, 0.2)
-        (2, 1, 0)
-    """
-    return _share(fraction, n_wrong)
 
 
 def check_budget(value: Budget) -> Budget:
@@ -172,16 +162,6 @@ def scores(select: str, logits: torch.Tensor, labels: torch.Tensor) -> Optional[
     """
     score = POLICIES[select].score
     return None if score is None else score(logits.detach().float(), labels)
-
-
-def select_subset(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Pick ``budget(len(indices), fraction)`` of ``indices`` at random from ``seed``, sorted.
-
-    Examples:
-        >>> select_subset(torch.arange(10, 20), 0.3, seed=0)
-        tensor([11, 14, 17])
-    """
-    return _random(indices, budget(indices.numel(), fraction), seed)
 
 
 def _random(indices: torch.Tensor, k: int, seed: int) -> torch.Tensor:

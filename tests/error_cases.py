@@ -58,12 +58,12 @@ def _changed_length():
     items = [(torch.rand(3, 8, 8), 0) for _ in range(4)]
     ds = pa.ProxyDataset(Items(items))
     items.append((torch.rand(3, 8, 8), 1))
-    return ds.refresh(_cnn())
+    return pa.refresh(_cnn(), ds)
 
 
 def _uint8_refresh():
     ds = pa.ProxyDataset(Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
-    return ds.refresh(_cnn())
+    return pa.refresh(_cnn(), ds)
 
 
 class _Segmenter(nn.Module):
@@ -89,19 +89,19 @@ def _scores_model() -> nn.Module:
 
 def _in_inference_mode():
     with torch.inference_mode():
-        return _ds().refresh(_cnn())
+        return pa.refresh(_cnn(), _ds())
 
 
 def _uint8_normalize_only():
     from torchvision.transforms import v2
 
     ds = pa.ProxyDataset(Items([(torch.zeros(3, 8, 8, dtype=torch.uint8), 1) for _ in range(4)]))
-    return ds.refresh(_cnn(), preprocess=v2.Normalize([0.5] * 3, [0.5] * 3))
+    return pa.refresh(_cnn(), ds, preprocess=v2.Normalize([0.5] * 3, [0.5] * 3))
 
 
 def _scan_of_0_255():
     g = torch.Generator().manual_seed(0)
-    return pa.ProxyDataset(Items([(torch.rand(3, 8, 8, generator=g) * (255 if i else 1), 0) for i in range(4)])).refresh(_cnn())
+    return pa.refresh(_cnn(), pa.ProxyDataset(Items([(torch.rand(3, 8, 8, generator=g) * (255 if i else 1), 0) for i in range(4)])))
 
 
 def _lightning_unknown_argument():
@@ -118,20 +118,20 @@ class _SetOut(_Segmenter):
 CASES: List[Case] = [
     # settings
     Case("settings", "unknown mode", lambda: _proxy(mode="sepia"), ValueError, r"mode='sepia' is not supported; expected one of 'blend', 'black', 'mean', 'blur'"),
-    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), method="nocam"), ValueError, r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*\(native\) or a pytorch-grad-cam method: .*scorecam"),
-    Case("settings", "unknown select", lambda: _ds().refresh(_cnn(), select="hardest"), ValueError, r"select='hardest' is not supported; expected one of 'wrong', 'loss', 'margin', 'entropy', 'random'"),
-    Case("settings", "unknown target", lambda: _ds().refresh(_cnn(), target="other"), ValueError, r"target='other' is not supported"),
+    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec("nocam")), ValueError, r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*\(native\) or a pytorch-grad-cam method: .*scorecam"),
+    Case("settings", "unknown select", lambda: pa.refresh(_cnn(), _ds(), select="hardest"), ValueError, r"select='hardest' is not supported; expected one of 'wrong', 'loss', 'margin', 'entropy', 'random'"),
+    Case("settings", "unknown target", lambda: pa.refresh(_cnn(), _ds(), target="other"), ValueError, r"target='other' is not supported"),
     Case("settings", "threshold out of range", lambda: _proxy(threshold=1.5), ValueError, r"threshold=1.5 is out of range; expected a number in \[0, 1\]"),
     Case("settings", "threshold not a number", lambda: _proxy(threshold="high"), TypeError, r"threshold must be a number in \[0, 1\]; got 'high'"),
     Case("settings", "weight out of range", lambda: _proxy(weight=-0.1), ValueError, r"weight=-0.1 is out of range"),
     Case("settings", "p out of range", lambda: _proxy(p=2), ValueError, r"p=2.0 is out of range"),
-    Case("settings", "fraction out of range", lambda: _ds().refresh(_cnn(), fraction=0), ValueError, r"fraction=0.0 is out of range; expected a number in \(0, 1\]"),
-    Case("settings", "budget not a share or count", lambda: _ds().refresh(_cnn(), budget=0), ValueError, r"budget=0 is not valid; expected None \(the thesis rule: fraction of the wrong images\), a float in \(0, 1\] \(a share of the scanned images\) or an int >= 1 \(a count\)"),
-    Case("settings", "budget a float count", lambda: _ds().refresh(_cnn(), budget=100.0), ValueError, r"budget=100.0 is not valid; a float is a share of the scanned images, in \(0, 1\]; for a count of images pass an int \(budget=100\)"),
-    Case("settings", "budget not a number", lambda: _ds().refresh(_cnn(), budget="all"), TypeError, r"budget must be None \(the thesis rule: fraction of the wrong images\), .*; got 'all' \(str\)"),
+    Case("settings", "fraction out of range", lambda: pa.refresh(_cnn(), _ds(), fraction=0), ValueError, r"fraction=0.0 is out of range; expected a number in \(0, 1\]"),
+    Case("settings", "budget not a share or count", lambda: pa.refresh(_cnn(), _ds(), budget=0), ValueError, r"budget=0 is not valid; expected None \(the thesis rule: fraction of the wrong images\), a float in \(0, 1\] \(a share of the scanned images\) or an int >= 1 \(a count\)"),
+    Case("settings", "budget a float count", lambda: pa.refresh(_cnn(), _ds(), budget=100.0), ValueError, r"budget=100.0 is not valid; a float is a share of the scanned images, in \(0, 1\]; for a count of images pass an int \(budget=100\)"),
+    Case("settings", "budget not a number", lambda: pa.refresh(_cnn(), _ds(), budget="all"), TypeError, r"budget must be None \(the thesis rule: fraction of the wrong images\), .*; got 'all' \(str\)"),
     Case("settings", "blur_sigma not positive", lambda: _proxy(mode="blur", blur_sigma=0), ValueError, r"blur_sigma=0 is not valid"),
-    Case("settings", "batch_size not positive", lambda: _ds().refresh(_cnn(), batch_size=0), ValueError, r"batch_size=0 is not valid; expected a positive integer"),
-    Case("settings", "preprocess not callable", lambda: _ds().refresh(_cnn(), preprocess="normalize"), TypeError, r"preprocess must be callable"),
+    Case("settings", "batch_size not positive", lambda: pa.refresh(_cnn(), _ds(), batch_size=0), ValueError, r"batch_size=0 is not valid; expected a positive integer"),
+    Case("settings", "preprocess not callable", lambda: pa.refresh(_cnn(), _ds(), preprocess="normalize"), TypeError, r"preprocess must be callable"),
     # images
     Case("images", "batch not (B, C, H, W)", lambda: _proxy()(torch.rand(3, 8, 8), torch.tensor([0, 1, 2])), ValueError, r"x must have shape \(B, C, H, W\); got shape \(3, 8, 8\)"),
     Case("images", "batch not a tensor", lambda: _proxy()([[0.0]], torch.tensor([0])), TypeError, r"x must be a tensor of shape \(B, C, H, W\); got a list"),
@@ -144,7 +144,7 @@ CASES: List[Case] = [
     Case("indices", "idx negative", lambda: _proxy()(_x(), torch.tensor([-1, 0])), IndexError, r"idx contains -1, out of range for a bank of 6 samples; expected indices in \[0, 5\]"),
     Case("indices", "idx out of range", lambda: _proxy()(_x(), torch.tensor([0, 6])), IndexError, r"idx contains 6, out of range for a bank of 6 samples"),
     Case("indices", "idx not 1-D", lambda: _proxy()(_x(), torch.tensor([[0, 1]])), ValueError, r"idx must be 1-D with one index per sample; got shape \(1, 2\)"),
-    Case("indices", "refresh indices out of range", lambda: _ds().refresh(_cnn(), indices=[0, 99]), IndexError, r"indices contains 99, out of range for a bank of 8 samples"),
+    Case("indices", "refresh indices out of range", lambda: pa.refresh(_cnn(), _ds(), indices=[0, 99]), IndexError, r"indices contains 99, out of range for a bank of 8 samples"),
     # bank
     Case("bank", "bank of size zero", lambda: pa.MaskBank(0), ValueError, r"num_samples=0 is not valid; expected a positive integer"),
     Case("bank", "load_state_dict of another size", lambda: pa.MaskBank(5).load_state_dict(_bank().state_dict()), ValueError, r"state_dict is of a bank of 6 samples but this bank has 5"),
@@ -166,7 +166,7 @@ CASES: List[Case] = [
     Case("dataset", "item 0 a triple", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0, "path")])), TypeError, r"dataset\[0\] returned a tuple of 3 items; expected \(image tensor \(C, H, W\), label\)"),
     Case("dataset", "uint8 images, preprocess without ToDtype", _uint8_normalize_only, TypeError, r"preprocess failed on the dataset's torch.uint8 images .*v2.ToDtype\(torch.float32, scale=True\)"),
     Case("dataset", "CPU path at a resolution the model does not give", lambda: pa.ProxyDataset(_ds().dataset, resolution=(2, 2)).enable_cpu_path(model=_cnn()), ValueError, r"the bank stores maps at \(2, 2\) but the model's target layer gives \(8, 8\) on item 0"),
-    Case("dataset", "refresh on another device than the model", lambda: _ds().refresh(_cnn(), device="meta"), ValueError, r"device='meta' but the model's parameters are on cpu"),
+    Case("dataset", "refresh on another device than the model", lambda: pa.refresh(_cnn(), _ds(), device="meta"), ValueError, r"device='meta' but the model's parameters are on cpu"),
     Case("dataset", "refresh under torch.inference_mode()", _in_inference_mode, RuntimeError, r"refresh\(method='gradcam\+\+'\) needs gradients, which torch.inference_mode\(\) disables"),
     Case("dataset", "Lightning callback with an argument refresh() does not take", _lightning_unknown_argument, TypeError, r"ProxyAttention got \['blur'\], which refresh\(\) does not take"),
     Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
@@ -177,16 +177,16 @@ CASES: List[Case] = [
     Case("dataset", "refresh on a plain dataset", lambda: pa.refresh(_cnn(), TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset"),
     # model
     Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),
-    Case("model", "layer name not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer="layer4"), ValueError, r"layer='layer4' is not a module of Sequential"),
-    Case("model", "layer module not in the model", lambda: pa.attention_maps(_cnn(), _x(), layer=nn.Conv2d(3, 3, 1)), ValueError, r"layer=Conv2d is not a submodule of Sequential"),
-    Case("model", "layer without a spatial output", lambda: pa.attention_maps(_cnn(), _x(), layer="4"), ValueError, r"the target layer '4' \(Linear\) returned \(2, 3\); expected a \(B, C, h, w\) tensor.*reshape="),
-    Case("model", "model output is not logits", lambda: pa.attention_maps(_Segmenter(), _x(), layer="conv"), ValueError, r"the model returned \(2, 3, 8, 8\); expected logits of shape \(B, num_classes\)"),
-    Case("model", "layer list empty", lambda: pa.attention_maps(_cnn(), _x(), layer=[]), ValueError, r"layer=\[\] is empty"),
-    Case("model", "reshape not callable", lambda: pa.attention_maps(_cnn(), _x(), reshape=3), TypeError, r"reshape must be a callable"),
+    Case("model", "layer name not in the model", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(layer="layer4")), ValueError, r"layer='layer4' is not a module of Sequential"),
+    Case("model", "layer module not in the model", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(layer=nn.Conv2d(3, 3, 1))), ValueError, r"layer=Conv2d is not a submodule of Sequential"),
+    Case("model", "layer without a spatial output", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(layer="4")), ValueError, r"the target layer '4' \(Linear\) returned \(2, 3\); expected a \(B, C, h, w\) tensor.*reshape="),
+    Case("model", "model output is not logits", lambda: pa.attention_maps(_Segmenter(), _x(), pa.MapSpec(layer="conv")), ValueError, r"the model returned \(2, 3, 8, 8\); expected logits of shape \(B, num_classes\)"),
+    Case("model", "layer list empty", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(layer=[])), ValueError, r"layer=\[\] is empty"),
+    Case("model", "reshape not callable", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(reshape=3)), TypeError, r"reshape must be a callable"),
     Case("model", "output is a dict without 'logits'", lambda: pa.attention_maps(_scores_model(), _x()), TypeError, r"the model returned a dict with keys \['scores'\]; expected logits under the key 'logits'"),
-    Case("model", "output holds no logits", lambda: pa.attention_maps(_SetOut(), _x(), layer="conv"), TypeError, r"the model returned a set; expected logits.*Pass logits="),
-    Case("model", "smooth_sigma not positive", lambda: pa.attention_maps(_cnn(), _x(), smooth_sigma=-1.0), ValueError, r"smooth_sigma=-1.0 is not valid"),
-    Case("model", "method given as a class that is not a CAM", lambda: pa.attention_maps(_cnn(), _x(), method=nn.Conv2d), TypeError, r"method=Conv2d is not a pytorch-grad-cam CAM class"),
+    Case("model", "output holds no logits", lambda: pa.attention_maps(_SetOut(), _x(), pa.MapSpec(layer="conv")), TypeError, r"the model returned a set; expected logits.*Pass logits="),
+    Case("model", "smooth_sigma not positive", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(smooth_sigma=-1.0)), ValueError, r"smooth_sigma=-1.0 is not valid"),
+    Case("model", "method given as a class that is not a CAM", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec(nn.Conv2d)), TypeError, r"method=Conv2d is not a pytorch-grad-cam CAM class"),
     Case("model", "target class out of range", lambda: pa.attention_maps(_cnn(), _x(), target=7), ValueError, r"target holds classes in \[7, 7\] but the model has 3 outputs"),
     # metrics
     Case("metrics", "maps and regions of mismatched shapes", lambda: pa.metrics.energy_in_region(torch.rand(2, 4, 4), torch.ones(3, 8, 8, dtype=torch.bool)), ValueError, r"maps of shape \(2, 4, 4\) and regions of shape \(3, 8, 8\) do not match; expected regions \(B=2, H, W\) with H >= 4 and W >= 4"),

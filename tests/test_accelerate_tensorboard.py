@@ -24,11 +24,11 @@ def test_accelerate_recipe_with_checkpointing(tmp_path):
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
     for epoch in range(2):
         for x, y, idx in loader:
-            loss = nn.functional.cross_entropy(model(proxy(x, idx)), y)
+            loss = nn.functional.cross_entropy(model(proxy.replace(x, idx)), y)
             opt.zero_grad()
             acc.backward(loss)
             opt.step()
-        report = ds.refresh(acc.unwrap_model(model), fraction=1.0)
+        report = pa.refresh(acc.unwrap_model(model), ds, fraction=1.0)
     assert ds.refreshes == 2 and report.written == report.wrong
     acc.save_state(str(tmp_path / "state"))
 
@@ -47,7 +47,7 @@ def test_tensorboard_logs_statistics_and_a_grid(tmp_path, model):
     from proxyaug.integrations.tensorboard import log_refresh
 
     ds = _ds()
-    report = ds.refresh(model, fraction=1.0)
+    report = pa.refresh(model, ds, fraction=1.0)
     with SummaryWriter(str(tmp_path)) as writer:
         log_refresh(writer, report, step=1, dataset=ds, images=4)
     events = EventAccumulator(str(tmp_path))
@@ -63,7 +63,7 @@ def test_tensorboard_grid_in_append_mode_shows_the_maps_and_proxies(model, monke
     import proxyaug.integrations.tensorboard as tb
 
     ds = pa.ProxyDataset(_ds().dataset, proxies="append")
-    report = ds.refresh(model, fraction=1.0)
+    report = pa.refresh(model, ds, fraction=1.0)
     assert report.written and torch.equal(report.rows, report.indices + len(ds.dataset))
     seen = {}
 

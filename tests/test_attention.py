@@ -16,7 +16,7 @@ def test_low_resolution_maps_are_the_layer_resolution():
     model = timm.create_model("resnet18", num_classes=10)
     photos = torch.rand(2, 3, 224, 224)
     name, _ = find_target_layer(model, photos)
-    maps = pa.attention_maps(model, photos, method="gradcam++")
+    maps = pa.attention_maps(model, photos, pa.MapSpec("gradcam++"))
     assert name == "layer4" and maps.shape == (2, 7, 7)
     assert maps.amin(dim=(1, 2)).eq(0).all() and maps.amax(dim=(1, 2)).gt(0.99).all()
 
@@ -24,9 +24,9 @@ def test_low_resolution_maps_are_the_layer_resolution():
 def test_maps_on_the_device(model, device):
     model = model.to(device)
     x = torch.rand(3, 3, 16, 16).to(device)
-    maps = pa.attention_maps(model, x, method="gradcam++", size=(16, 16))
+    maps = pa.attention_maps(model, x, pa.MapSpec("gradcam++"), size=(16, 16))
     assert maps.device.type == device.type and maps.dtype == torch.float32 and maps.shape == (3, 16, 16)
-    torch.testing.assert_close(maps.cpu(), pa.attention_maps(model.cpu(), x.cpu(), method="gradcam++", size=(16, 16)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(maps.cpu(), pa.attention_maps(model.cpu(), x.cpu(), pa.MapSpec("gradcam++"), size=(16, 16)), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam"])
@@ -34,9 +34,9 @@ def test_maps_on_the_device(model, device):
 def test_maps_under_autocast_are_float32_and_close(model, device, method, dtype):
     model = model.to(device).eval()
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).to(device)
-    expect = pa.attention_maps(model, x, method=method)
+    expect = pa.attention_maps(model, x, pa.MapSpec(method))
     with torch.autocast(device.type, dtype=dtype):
-        maps = pa.attention_maps(model, x, method=method)
+        maps = pa.attention_maps(model, x, pa.MapSpec(method))
     assert maps.dtype == torch.float32 and maps.shape == expect.shape
     # the forward pass runs in the lower precision; the map's own arithmetic in float32
     assert (maps - expect).abs().max() < 0.1 and torch.isfinite(maps).all()
@@ -45,16 +45,16 @@ def test_maps_under_autocast_are_float32_and_close(model, device, method, dtype)
 def test_maps_of_a_channels_last_model_and_batch_equal_the_contiguous_ones(model, device):
     model = model.to(device).eval()
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).to(device)
-    expect = pa.attention_maps(model, x, method="gradcam++", size=(16, 16))
+    expect = pa.attention_maps(model, x, pa.MapSpec("gradcam++"), size=(16, 16))
     cl = model.to(memory_format=torch.channels_last)
-    maps = pa.attention_maps(cl, x.contiguous(memory_format=torch.channels_last), method="gradcam++", size=(16, 16))
+    maps = pa.attention_maps(cl, x.contiguous(memory_format=torch.channels_last), pa.MapSpec("gradcam++"), size=(16, 16))
     torch.testing.assert_close(maps, expect, atol=1e-4, rtol=0)
 
 
 def test_layer_by_name_and_in_place_consumer():
     # DenseNet applies F.relu(features, inplace=True) to the target layer's output
     model = torchvision.models.densenet121(num_classes=3)
-    maps = pa.attention_maps(model, torch.rand(1, 3, 64, 64), layer="features")
+    maps = pa.attention_maps(model, torch.rand(1, 3, 64, 64), pa.MapSpec(layer="features"))
     assert maps.shape == (1, 2, 2) and torch.isfinite(maps).all()
 
 
@@ -81,7 +81,7 @@ def test_model_left_exactly_as_found(model):
     loss.backward()  # gradients waiting for optimizer.step()
     before = _snapshot(model)
     grad_on = torch.is_grad_enabled()
-    maps = pa.attention_maps(model, torch.rand(5, 3, 16, 16), method="gradcam++")
+    maps = pa.attention_maps(model, torch.rand(5, 3, 16, 16), pa.MapSpec("gradcam++"))
     after = _snapshot(model)
     assert after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]
@@ -132,7 +132,7 @@ def test_exception_in_forward_restores_model(model):
 
     handle = model.head.register_forward_hook(explode)
     with pytest.raises(Boom):
-        pa.attention_maps(model, torch.rand(2, 3, 16, 16), layer="features")
+        pa.attention_maps(model, torch.rand(2, 3, 16, 16), pa.MapSpec(layer="features"))
     handle.remove()
     assert all(m.training for m in model.modules()) and _no_hooks(model)
 
@@ -142,20 +142,20 @@ def test_target_label_changes_the_map(model):
     a = pa.attention_maps(model, x, target=torch.tensor([0, 0, 0, 0]))
     b = pa.attention_maps(model, x, target=2)
     assert a.shape == b.shape and not torch.allclose(a, b)
-    c = pa.attention_maps(model, x, target=torch.tensor([2, 2, 2, 2]), layer=model.features)
+    c = pa.attention_maps(model, x, pa.MapSpec(layer=model.features), target=torch.tensor([2, 2, 2, 2]))
     assert torch.equal(b, c)
 
 
 def test_errors(model):
     x = torch.rand(2, 3, 16, 16)
     with pytest.raises(ValueError, match=r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*scorecam"):
-        pa.attention_maps(model, x, method="nocam")
+        pa.attention_maps(model, x, pa.MapSpec("nocam"))
     with pytest.raises(ValueError, match=r"layer='layer9' is not a module of SmallCNN"):
-        pa.attention_maps(model, x, layer="layer9")
+        pa.attention_maps(model, x, pa.MapSpec(layer="layer9"))
     with pytest.raises(ValueError, match=r"is not a submodule of SmallCNN"):
-        pa.attention_maps(model, x, layer=nn.Conv2d(3, 3, 1))
+        pa.attention_maps(model, x, pa.MapSpec(layer=nn.Conv2d(3, 3, 1)))
     with pytest.raises(ValueError, match=r"target layer 'head' \(Linear\) returned \(2, 4\); expected a \(B, C, h, w\) tensor"):
-        pa.attention_maps(model, x, layer="head")
+        pa.attention_maps(model, x, pa.MapSpec(layer="head"))
     with pytest.raises(ValueError, match=r"target must be None, an int or 2 class indices"):
         pa.attention_maps(model, x, target=[0, 1, 2])
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
@@ -177,14 +177,14 @@ def test_dict_output_without_logits_names_the_keys(model):
     x = torch.rand(2, 3, 16, 16)
     with pytest.raises(TypeError, match=r"the model returned a dict with keys \['aux', 'scores'\]; expected logits under the key 'logits'.*logits=lambda out: out\['scores'\]"):
         pa.attention_maps(Scores(model), x)
-    assert pa.attention_maps(Scores(model), x, logits=lambda out: out["scores"]).shape == (2, 8, 8)
+    assert pa.attention_maps(Scores(model), x, pa.MapSpec(logits=lambda out: out["scores"])).shape == (2, 8, 8)
 
 
 def test_pytorch_grad_cam_methods_work_under_no_grad(model):
     x = torch.rand(2, 3, 16, 16)
-    expect = pa.attention_maps(model, x, method="fullgrad")
+    expect = pa.attention_maps(model, x, pa.MapSpec("fullgrad"))
     with torch.no_grad():
-        got = pa.attention_maps(model, x, method="fullgrad")
+        got = pa.attention_maps(model, x, pa.MapSpec("fullgrad"))
     assert torch.allclose(got, expect)
 
 
@@ -203,6 +203,6 @@ def test_without_pytorch_grad_cam_the_native_methods_work_and_the_others_name_th
     for mod in [m for m in sys.modules if m.startswith("pytorch_grad_cam")]:
         monkeypatch.delitem(sys.modules, mod)
     x = torch.rand(2, 3, 16, 16)
-    assert pa.attention_maps(model, x, method="gradcam++").shape == (2, 8, 8)
+    assert pa.attention_maps(model, x, pa.MapSpec("gradcam++")).shape == (2, 8, 8)
     with pytest.raises(ValueError, match=r"method='scorecam' is not supported.*pip install 'proxyaug\[gradcam\]'"):
-        pa.attention_maps(model, x, method="scorecam")
+        pa.attention_maps(model, x, pa.MapSpec("scorecam"))

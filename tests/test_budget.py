@@ -109,12 +109,12 @@ def _fitted(model, base):
 
 def test_refresh_with_a_budget_maps_after_the_model_fits_its_training_set(model, base):
     fitted = _fitted(model, base)
-    starved = pa.ProxyDataset(fitted).refresh(model, select="loss")
+    starved = pa.refresh(model, pa.ProxyDataset(fitted), select="loss")
     assert (starved.wrong, starved.chosen, starved.written, starved.budget, starved.budget_rule) == (0, 0, 0, 0, "thesis")
     assert "no wrong predictions among 40 scanned images" in str(starved)
 
     ds = pa.ProxyDataset(fitted)
-    report = ds.refresh(model, select="loss", budget=0.25, method="gradcam")
+    report = pa.refresh(model, ds, spec=pa.MapSpec("gradcam"), select="loss", budget=0.25)
     assert (report.wrong, report.budget, report.chosen, report.written, report.budget_rule) == (0, 10, 10, 10, "share 0.25")
     x, y = fitted.tensors
     with torch.no_grad():
@@ -128,23 +128,23 @@ def test_refresh_with_a_budget_maps_after_the_model_fits_its_training_set(model,
 def test_refresh_wrong_with_a_budget_above_the_wrong_images_maps_all_of_them(model, base):
     wrong = (predictions(model, base) != base.tensors[1]).nonzero().flatten()
     assert 5 < wrong.numel() < 30
-    report = pa.ProxyDataset(base).refresh(model, budget=30)
+    report = pa.refresh(model, pa.ProxyDataset(base), budget=30)
     assert (report.budget, report.chosen, report.budget_rule) == (30, wrong.numel(), "count 30")
     assert torch.equal(report.indices, wrong)
     assert f"chosen {wrong.numel()} of a budget of 30 (count 30)" in str(report)
 
 
 def test_a_share_of_scanned_counts_only_what_was_scanned(model, base):
-    report = pa.ProxyDataset(base).refresh(model, select="entropy", budget=0.5, indices=range(10))
+    report = pa.refresh(model, pa.ProxyDataset(base), select="entropy", budget=0.5, indices=range(10))
     assert (report.scanned, report.budget, report.chosen) == (10, 5, 5) and set(report.indices.tolist()) <= set(range(10))
 
 
 def test_refresh_checks_the_budget_before_scanning(model, base):
     ds = pa.ProxyDataset(base)
     with pytest.raises(ValueError, match=r"budget=1.5 is not valid"):
-        ds.refresh(model, budget=1.5)
+        pa.refresh(model, ds, budget=1.5)
     with pytest.raises(TypeError, match=r"budget must be None"):
-        ds.refresh(model, budget="all")
+        pa.refresh(model, ds, budget="all")
     assert ds.refreshes == 0 and not ds.bank.present.any()
 
 

@@ -83,7 +83,7 @@ def test_captured_maps_equal_maps_computed_explicitly_from_the_same_A_and_dLdA()
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
     twin = copy.deepcopy(model)
-    capture = pa.MapCapture(ds, layer="features.3", select="loss", budget=B)  # every sample of the batch
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)  # every sample of the batch
     x, y, idx = next(_batches(ds, 1))
     state = torch.get_rng_state()
     with capture.step(model):
@@ -119,8 +119,8 @@ def test_default_policy_maps_the_wrong_predictions_of_the_batch():
 def test_epoch_staging_commits_once_and_keeps_a_samples_last_map():
     torch.manual_seed(0)
     model, ds, last_ds = SmallCNN(), _ds(), _ds()
-    capture = pa.MapCapture(ds, layer="features.3", select="random", budget=N)
-    last = pa.MapCapture(last_ds, layer="features.3", select="random", budget=N)  # step 4 only
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="random", budget=N)
+    last = pa.MapCapture(last_ds, spec=pa.MapSpec(layer="features.3"), select="random", budget=N)  # step 4 only
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for s, (x, y, idx) in enumerate(_batches(ds, 4)):  # 32 items over 24 samples: 0..7 in steps 1 and 4
         with capture.step(model), (last.step(model) if s == 3 else torch.enable_grad()):
@@ -141,14 +141,17 @@ def test_epoch_staging_commits_once_and_keeps_a_samples_last_map():
 def test_step_mode_commits_after_every_step():
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
-    capture = pa.MapCapture(ds, layer="features", commit="step", select="loss", budget=2)
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features"), commit="step", select="loss", budget=2)
     seen = []
     _train(model, ds, capture, steps=3, after_step=lambda s: seen.append(int(ds.bank.present.sum())))
     assert seen == [2, 4, 6] and ds.refreshes == 3 and capture.staged == 0
 
 
 # -- training left as it was ---------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [{"layer": "features.3"}, {"layer": None, "commit": "step"}, {"layer": ["features.1", "features"]}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"spec": pa.MapSpec(layer="features.3")}, {"spec": pa.MapSpec(layer=None), "commit": "step"}, {"spec": pa.MapSpec(layer=["features.1", "features"])}],
+)
 def test_weights_after_n_steps_are_bit_identical_with_capture_on_and_off(kwargs):
     results = []
     for on in (False, True):
@@ -170,7 +173,7 @@ def test_gradient_accumulation_is_unchanged_and_each_micro_batch_is_captured():
     for on in (False, True):
         torch.manual_seed(0)
         model, ds = SmallCNN(), _ds()
-        capture = pa.MapCapture(ds, layer="features.3", select="random", budget=N) if on else None
+        capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="random", budget=N) if on else None
         _train(model, ds, capture, steps=3, accumulate=2)
         results.append(model.state_dict())
         if on:
@@ -181,7 +184,7 @@ def test_gradient_accumulation_is_unchanged_and_each_micro_batch_is_captured():
 def test_hooks_are_removed_and_nothing_of_the_step_is_kept():
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
-    capture = pa.MapCapture(ds, layer="features.3")
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"))
     x, y, idx = next(_batches(ds, 1))
     refs = {}
 
@@ -205,7 +208,7 @@ def test_hooks_are_removed_and_nothing_of_the_step_is_kept():
 def test_hooks_are_removed_on_error_and_the_next_step_works():
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
-    capture = pa.MapCapture(ds, layer="features.3")
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"))
     x, y, idx = next(_batches(ds, 1))
     with pytest.raises(KeyError, match="boom"):
         with capture.step(model):
@@ -229,7 +232,7 @@ def test_amp_and_grad_scaler_scale_cancels_and_overflowing_steps_write_nothing()
     maps = []
     for m, scale in ((model, 2.0**16), (twin, None)):  # the same bf16 step, with and without a scaler
         d = _ds()
-        capture = pa.MapCapture(d, layer="features.3", select="loss", budget=B)
+        capture = pa.MapCapture(d, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)
         with capture.step(m), torch.autocast("cpu", dtype=torch.bfloat16):
             logits = m(x)
             capture.observe(idx, logits, y)
@@ -242,7 +245,7 @@ def test_amp_and_grad_scaler_scale_cancels_and_overflowing_steps_write_nothing()
     # a scale that overflows: inf gradients, the scaler skips the step, the capture writes nothing
     ds2 = _ds()
     overflow = torch.amp.GradScaler("cpu", init_scale=3e38)
-    capture = pa.MapCapture(ds2, layer="features.3", select="loss", budget=B)
+    capture = pa.MapCapture(ds2, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = copy.deepcopy(model.state_dict())
     with capture.step(model):
@@ -262,7 +265,7 @@ def test_frozen_layers_up_to_the_target_still_give_maps_and_the_same_training():
         torch.manual_seed(0)
         model, ds = SmallCNN(), _ds()
         model.features.requires_grad_(False)  # the target layer and everything before it: no gradient stops at A
-        capture = pa.MapCapture(ds, layer="features.3", select="random", budget=N) if on else None
+        capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="random", budget=N) if on else None
         _train(model, ds, capture, steps=3)
         results.append(model.state_dict())
         if on:
@@ -276,7 +279,7 @@ def test_frozen_layers_up_to_the_target_still_give_maps_and_the_same_training():
     model.features.requires_grad_(False)
     model.drop.p = 0.0
     twin = copy.deepcopy(model)
-    capture = pa.MapCapture(ds, layer="features.3", select="loss", budget=B)
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)
     x, y, idx = next(_batches(ds, 1))
     with capture.step(model):
         logits = model(x)
@@ -293,7 +296,7 @@ def test_frozen_layers_up_to_the_target_still_give_maps_and_the_same_training():
 def test_no_grad_forward_inside_a_step_is_ignored():
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
-    capture = pa.MapCapture(ds, layer="features.3")
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"))
     x, y, idx = next(_batches(ds, 1))
     with capture.step(model):
         with torch.no_grad():
@@ -313,7 +316,7 @@ def test_compiled_model_runs_the_step_eagerly_with_the_same_maps():
     maps = []
     for m in (model, compiled):
         d = _ds()
-        capture = pa.MapCapture(d, layer="features.3", select="loss", budget=B)
+        capture = pa.MapCapture(d, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)
         with capture.step(m):
             logits = m(x)
             capture.observe(idx, logits, y)
@@ -331,7 +334,7 @@ def test_a_compiled_function_that_skips_the_hooks_warns_and_writes_nothing():
     x, y, idx = next(_batches(ds, 1))
     forward = torch.compile(lambda t: model(t))
     forward(x)  # compiled without hooks: the graph will not call the ones added later
-    capture = pa.MapCapture(ds, layer="features.3")
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"))
     with pytest.warns(RuntimeWarning, match="did not run under the capture's hook"):
         with capture.step(model):
             logits = forward(x)
@@ -347,8 +350,8 @@ def _two_frames(geometry):
     model = SmallCNN()
     model.drop.p = 0.0
     seen, canon = _ds(), _ds()
-    raw = pa.MapCapture(seen, layer="features.3", select="loss", budget=B)
-    back = pa.MapCapture(canon, layer="features.3", select="loss", budget=B, geometry=geometry)
+    raw = pa.MapCapture(seen, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B)
+    back = pa.MapCapture(canon, spec=pa.MapSpec(layer="features.3"), select="loss", budget=B, geometry=geometry)
     x, y, idx = next(_batches(seen, 1))
     with raw.step(model), back.step(model):
         logits = model(geometry(x))
@@ -399,10 +402,10 @@ def test_bad_use_gets_errors_that_say_what_to_do():
     model, ds = SmallCNN(), _ds()
     x, y, idx = next(_batches(ds, 1))
     with pytest.raises(ValueError, match="method='scorecam' is not valid for capture"):
-        pa.MapCapture(ds, method="scorecam")
+        pa.MapCapture(ds, spec=pa.MapSpec("scorecam"))
     with pytest.raises(ValueError, match="commit='batch' is not supported"):
         pa.MapCapture(ds, commit="batch")
-    capture = pa.MapCapture(ds, layer="features.3")
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"))
     with pytest.raises(RuntimeError, match="belongs inside a capture.step"):
         capture.observe(idx, model(x), y)
     with pytest.raises(RuntimeError, match="never called capture.observe"):
@@ -444,7 +447,8 @@ def test_lightning_callback_commits_captured_maps_at_the_schedule(tmp_path):
 
     ds = _ds()
     module = Module()
-    callback = ProxyAttention(ds, "1,p,1", capture={"layer": "net.features.3", "select": "random", "budget": N})
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="net.features.3"), select="random", budget=N)
+    callback = ProxyAttention(ds, "1,p,1", capture=capture)
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[callback])
     trainer.fit(module, torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True))
@@ -469,7 +473,7 @@ def test_a_target_layer_the_forward_never_calls_is_named():
     torch.manual_seed(0)
     model, ds = SmallCNN(), _ds()
     model.unused = nn.Conv2d(3, 3, 1)
-    capture = pa.MapCapture(ds, layer=["features.3", "unused"])
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer=["features.3", "unused"]))
     x, y, idx = next(_batches(ds, 1))
     with pytest.raises(ValueError, match=r"\['unused'\] were not called"):
         with capture.step(model):

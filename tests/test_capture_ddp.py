@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
     try:
         ds, model = _setup()
         ddp = nn.parallel.DistributedDataParallel(model)
-        capture = pa.MapCapture(ds, layer="features.3", select="loss", budget=N)
+        capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="loss", budget=N)
         # rank 0 has 16 samples, rank 1 has 12 (uneven shares; samples 28..31 nowhere)
         _step(capture, ddp, ds, torch.arange(rank, 32 if rank == 0 else 24, world))
         report = capture.commit()
@@ -61,7 +61,7 @@ def test_every_rank_ends_with_the_same_bank_as_one_process():
     assert r0["report"]["written"] == 16 + 12
     # one process, the same two shares as two steps with the same weights
     ds, model = _setup()
-    capture = pa.MapCapture(ds, layer="features.3", select="loss", budget=N, distributed=False)
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="features.3"), select="loss", budget=N, distributed=False)
     _step(capture, model, ds, torch.arange(0, 32, 2))
     _step(capture, model, ds, torch.arange(1, 24, 2))
     capture.commit()

@@ -42,11 +42,11 @@ def test_dataloader_workers(base, workers):
 
 def test_loop_with_transform_uses_indices(model, base, device):
     ds = pa.ProxyDataset(base, device=device)
-    ds.refresh(model.to(device), fraction=1.0)
+    pa.refresh(model.to(device), ds, fraction=1.0)
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
     for x, _, idx in DataLoader(ds, batch_size=10):
         x = x.to(device)
-        out = proxy(x, idx)
+        out = proxy.replace(x, idx)
         present = ds.bank.present[idx]
         unchanged = (out == x).flatten(1).all(1)
         assert torch.equal(unchanged[~present], torch.ones_like(unchanged[~present]))
@@ -74,12 +74,12 @@ def test_uint8_images_need_a_converting_preprocess(model):
     ds = pa.ProxyDataset(Items(items))
     assert ds[0][0].dtype == torch.uint8
     with pytest.raises(TypeError, match=r"the dataset yields torch.uint8 images; pass preprocess="):
-        ds.refresh(model)
-    report = ds.refresh(model, fraction=1.0, preprocess=lambda x: x.float() / 255)
+        pa.refresh(model, ds)
+    report = pa.refresh(model, ds, fraction=1.0, preprocess=lambda x: x.float() / 255)
     assert report.written == report.wrong > 0
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
     x = torch.stack([it[0] for it in items])
-    out = proxy(x, torch.arange(12))
+    out = proxy.replace(x, torch.arange(12))
     assert out.dtype == torch.uint8 and (out != x).any()
 
 
@@ -107,7 +107,7 @@ def test_dataset_changing_length_is_detected(model):
     ds = pa.ProxyDataset(Items(items))
     items.append((torch.rand(3, 8, 8), 0))
     with pytest.raises(RuntimeError, match=r"13 samples but its bank was made for 12"):
-        ds.refresh(model)
+        pa.refresh(model, ds)
 
 
 def test_observe_validation(base, device):
@@ -123,7 +123,7 @@ def test_observe_validation(base, device):
 def test_append_mode_adds_proxies_as_extra_items(model, base):
     ds = pa.ProxyDataset(base, proxies="append")
     assert len(ds) == len(base) and len(ds.bank) == 2 * len(base)
-    report = ds.refresh(model, fraction=1.0, seed=0)
+    report = pa.refresh(model, ds, fraction=1.0, seed=0)
     n, chosen = len(base), report.indices
     assert report.written == len(chosen) > 0
     assert len(ds) == n + len(chosen)
@@ -136,7 +136,7 @@ def test_append_mode_adds_proxies_as_extra_items(model, base):
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.0)
     i = int(chosen[0])
     x = torch.stack([ds[i][0], ds[n][0]])
-    out = proxy(x, torch.tensor([i, n + i]))
+    out = proxy.replace(x, torch.tensor([i, n + i]))
     assert out[0].equal(x[0]) and not out[1].equal(x[1])
     # an extra item's mistake counts for its original
     ds.observe(torch.tensor([n + i]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.tensor([0]))
@@ -242,7 +242,7 @@ def test_rows_name_where_a_sample_map_lives(base):
 def test_cpu_path_measures_the_resolution_from_the_model(model, base):
     ds = pa.ProxyDataset(base).enable_cpu_path(model=model, mode="black")
     assert ds.bank.resolution == (8, 8) and ds.bank.maps.is_shared()
-    report = ds.refresh(model, fraction=1.0)
+    report = pa.refresh(model, ds, fraction=1.0)
     assert report.written and report.resolution == (8, 8)
 
 
@@ -258,12 +258,29 @@ def test_map_resolution_helper(model, base):
     from proxyaug.attention import map_resolution
 
     assert map_resolution(model, base[0][0]) == (8, 8)
-    assert map_resolution(model, base.tensors[0][:3], layer="features.0") == (16, 16)
+    assert map_resolution(model, base.tensors[0][:3], pa.MapSpec(layer="features.0")) == (16, 16)
 
 
-def test_a_transform_runs_on_each_item_with_or_without_the_cpu_path(base):
+def test_the_cpu_path_transform_runs_on_each_item_and_a_second_call_replaces_it(base):
     ds = pa.ProxyDataset(base, resolution=(8, 8))
-    ds.transform = lambda x: x * 0  # e.g. a new CPU augmentation for the next round
+    ds.enable_cpu_path(transform=lambda x: x * 0)
     assert ds[0][0].eq(0).all()
-    ds.enable_cpu_path(transform=lambda x: x + 1)
-    assert ds[0][0].equal(base[0][0] + 1) and ds.cpu_path is not None
+    ds.enable_cpu_path(transform=lambda x: x + 1)  # e.g. a new CPU augmentation for the next round
+    assert ds[0][0].equal(base[0][0] + 1)
+
+
+def test_ds_transform_is_the_wrapped_datasets_as_torchvision_users_expect(base):
+    class WithTransform(torch.utils.data.Dataset):
+        transform = staticmethod(lambda x: x)
+
+        def __len__(self):
+            return len(base)
+
+        def __getitem__(self, i):
+            return base[i]
+
+    inner = WithTransform()
+    ds = pa.ProxyDataset(inner, resolution=(8, 8)).enable_cpu_path(transform=lambda x: x * 0)
+    assert ds.transform is inner.transform  # forwarded, not shadowed by the CPU path's transform
+    with pytest.raises(AttributeError):
+        pa.ProxyDataset(base).transform  # TensorDataset has none

@@ -29,13 +29,13 @@ def _worker(rank: int, world: int, store: str, out: str, device: str = "cpu") ->
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         ds, model = _setup(device)
-        first = ds.refresh(model, fraction=0.5, seed=0, batch_size=8)
+        first = pa.refresh(model, ds, fraction=0.5, seed=0, batch_size=8)
         # each rank observes its own half, as under a DistributedSampler
         idx = torch.arange(rank, 60, world)
         with torch.no_grad():
             logits = model.eval()(ds.dataset.tensors[0][idx].to(device))
         ds.observe(idx, logits, ds.dataset.tensors[1][idx])
-        second = ds.refresh(model, fraction=1.0, seed=1, batch_size=8)
+        second = pa.refresh(model, ds, fraction=1.0, seed=1, batch_size=8)
         torch.save({
             "maps": ds.bank.maps, "present": ds.bank.present, "first": vars(first), "second": vars(second),
         }, os.path.join(out, f"rank{rank}.pt"))
@@ -50,7 +50,7 @@ def test_ranks_agree_with_each_other_and_with_one_process(tmp_path, device):
     assert torch.equal(r0["present"], r1["present"]) and torch.equal(r0["maps"], r1["maps"])
     # ... and with what one process computes
     ds, model = _setup(device)
-    single = ds.refresh(model, fraction=0.5, seed=0, batch_size=8, distributed=False)
+    single = pa.refresh(model, ds, fraction=0.5, seed=0, batch_size=8, distributed=False)
     assert torch.equal(r0["first"]["indices"].cpu(), single.indices.cpu()) and single.written > 0
     # each rank computed only its share of the first refresh's maps
     computed = [r["first"]["computed"] for r in (r0, r1)]
@@ -61,14 +61,14 @@ def test_ranks_agree_with_each_other_and_with_one_process(tmp_path, device):
         wrong = (model.eval()(ds.dataset.tensors[0].to(device)).argmax(1).cpu() != ds.dataset.tensors[1]).nonzero().flatten()
     for r in (r0, r1):
         assert r["second"]["source"] == "observed" and r["second"]["scanned"] == wrong.numel()
-    ds.refresh(model, fraction=1.0, seed=1, batch_size=8, distributed=False, indices=wrong)
+    pa.refresh(model, ds, fraction=1.0, seed=1, batch_size=8, distributed=False, indices=wrong)
     assert torch.equal(ds.bank.present.cpu(), r0["present"])
     assert (ds.bank.maps.cpu() - r0["maps"]).abs().max() <= 1e-4
 
 
 def test_distributed_true_without_a_group_is_refused(model, base):
     with pytest.raises(RuntimeError, match=r"distributed=True needs an initialised torch.distributed process group"):
-        pa.ProxyDataset(base).refresh(model, distributed=True)
+        pa.refresh(model, pa.ProxyDataset(base), distributed=True)
 
 
 class _FailsOnRankOne(SmallCNN):
@@ -91,7 +91,7 @@ def _failing_worker(rank: int, world: int, store: str, out: str) -> None:
         model = _FailsOnRankOne()
         before = ds.bank.state_dict()
         try:
-            ds.refresh(model, fraction=0.5, seed=0, batch_size=8)
+            pa.refresh(model, ds, fraction=0.5, seed=0, batch_size=8)
             message = "no error"
         except Exception as err:  # noqa: BLE001
             message = f"{type(err).__name__}: {err}"

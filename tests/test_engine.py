@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 import proxyaug as pa
 import proxyaug.attention.cam as cam_module
 from proxyaug.attention import resolve_layers
-from proxyaug.selection import budget
+from proxyaug.selection import budget_size
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -60,13 +60,14 @@ def _reference(model, x, method_cls, layers, targets, **kw):
         return torch.from_numpy(cam(x, None if targets is None else [ClassifierOutputTarget(t) for t in targets], **kw))
 
 
-def _ours_both_signs(model, x, method, **kw):
+def _ours_both_signs(model, x, method, eigen_smooth=False, **kw):
     """Our maps, and the same with the opposite eigen sign (pytorch-grad-cam's sign is arbitrary)."""
-    ours = pa.attention_maps(model, x, method=method, **kw)
+    spec = pa.MapSpec(method, eigen_smooth=eigen_smooth)
+    ours = pa.attention_maps(model, x, spec, **kw)
     original = cam_module.eigen_projection
     cam_module.eigen_projection = functools.partial(original, flip=True)
     try:
-        flipped = pa.attention_maps(model, x, method=method, **kw)
+        flipped = pa.attention_maps(model, x, spec, **kw)
     finally:
         cam_module.eigen_projection = original
     return ours, flipped
@@ -90,7 +91,7 @@ def test_native_methods_match_pytorch_grad_cam_at_224(arch, method, photos):
     if eigen:
         ours, flipped = _ours_both_signs(model, photos, method, target=TARGETS, size=(224, 224))
     else:
-        ours, flipped = pa.attention_maps(model, photos, method=method, target=TARGETS, size=(224, 224)), None
+        ours, flipped = pa.attention_maps(model, photos, pa.MapSpec(method), target=TARGETS, size=(224, 224)), None
     ref = _reference(model, photos, REFERENCE[method], layers, TARGETS)
     assert ours.shape == (4, 224, 224) and ours.dtype == torch.float32
     assert _max_diff(ours, ref, flipped) <= 1e-4
@@ -99,7 +100,7 @@ def test_native_methods_match_pytorch_grad_cam_at_224(arch, method, photos):
 
 def test_predicted_class_targets_match(photos):
     model = _model("timm-resnet18")
-    ours = pa.attention_maps(model, photos, method="gradcam++", size=(224, 224))
+    ours = pa.attention_maps(model, photos, pa.MapSpec("gradcam++"), size=(224, 224))
     ref = _reference(model, photos, pgc.GradCAMPlusPlus, resolve_layers(model, None, photos), None)
     assert _max_diff(ours, ref) <= 1e-4
 
@@ -107,10 +108,10 @@ def test_predicted_class_targets_match(photos):
 def test_several_layers_match(photos):
     model = _model("timm-resnet18")
     layers = resolve_layers(model, ["layer3", "layer4"], None)
-    ours = pa.attention_maps(model, photos, method="gradcam", layer=["layer3", model.layer4], target=TARGETS, size=(224, 224))
+    ours = pa.attention_maps(model, photos, pa.MapSpec("gradcam", layer=["layer3", model.layer4]), target=TARGETS, size=(224, 224))
     ref = _reference(model, photos, pgc.GradCAM, layers, TARGETS)
     assert _max_diff(ours, ref) <= 1e-4
-    low = pa.attention_maps(model, photos, method="gradcam", layer=["layer3", "layer4"])
+    low = pa.attention_maps(model, photos, pa.MapSpec("gradcam", layer=["layer3", "layer4"]))
     assert low.shape == (4, 14, 14)  # the finer layer's resolution
 
 
@@ -132,7 +133,7 @@ def test_eigen_sign_rule():
 def test_smooth_sigma_is_a_gaussian_of_the_map(model):
     x = torch.rand(3, 3, 16, 16)
     plain = pa.attention_maps(model, x)
-    smooth = pa.attention_maps(model, x, smooth_sigma=1.0)
+    smooth = pa.attention_maps(model, x, pa.MapSpec(smooth_sigma=1.0))
     expect = pa.functional.normalize_maps(pa.functional.gaussian_blur(plain[:, None], 1.0)[:, 0])
     # not exact: the min-max epsilon (1e-7) weighs on the tiny maps of an untrained model
     torch.testing.assert_close(smooth, expect, atol=1e-2, rtol=0)
@@ -168,7 +169,7 @@ def test_detects_the_layer_of_each_family(arch, make, px, name, res):
     model = make()
     x = torch.rand(2, 3, px, px)
     assert pa.find_target_layer(model, x)[0] == name
-    maps = pa.attention_maps(model, x, method="gradcam++")
+    maps = pa.attention_maps(model, x, pa.MapSpec("gradcam++"))
     # (an untrained model's map can be nearly flat: min-max's 1e-7 then keeps it near 0)
     assert maps.shape == (2, *res) and torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert all(not m._forward_hooks for m in model.modules())
@@ -208,7 +209,7 @@ def test_distributed_data_parallel(model, tmp_path):
         x = torch.rand(3, 3, 16, 16)
         assert torch.equal(pa.attention_maps(ddp, x), pa.attention_maps(model, x))
         ds = pa.ProxyDataset(TensorDataset(torch.rand(12, 3, 16, 16), torch.arange(12) % 4))
-        report = ds.refresh(ddp, fraction=1.0)
+        report = pa.refresh(ddp, ds, fraction=1.0)
         assert report.written == report.wrong and report.layer == "features"
     finally:
         dist.destroy_process_group()
@@ -221,10 +222,10 @@ def test_in_the_middle_of_an_amp_step(model):
         loss = model(x).float().sum()
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters()]
-        maps = pa.attention_maps(model, x, method="gradcam++")
+        maps = pa.attention_maps(model, x, pa.MapSpec("gradcam++"))
     assert maps.dtype == torch.float32 and maps.shape == (4, 8, 8)
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
-    assert (maps - pa.attention_maps(model, x, method="gradcam++")).abs().mean() < 0.05
+    assert (maps - pa.attention_maps(model, x, pa.MapSpec("gradcam++"))).abs().mean() < 0.05
     assert all(m.training for m in model.modules())
 
 
@@ -249,16 +250,16 @@ def test_models_returning_tuples_dicts_objects(model, kind):
     x = torch.rand(2, 3, 16, 16)
     wrapped = _Outputs(model, kind)
     extract = (lambda out: out["scores"]) if kind == "custom" else None
-    maps = pa.attention_maps(wrapped, x, layer="inner.features", logits=extract)
+    maps = pa.attention_maps(wrapped, x, pa.MapSpec(layer="inner.features", logits=extract))
     assert torch.equal(maps, pa.attention_maps(model, x))
     ds = pa.ProxyDataset(TensorDataset(torch.rand(8, 3, 16, 16), torch.arange(8) % 4))
-    assert ds.refresh(wrapped, fraction=1.0, logits=extract).written == ds.last_report.wrong
+    assert pa.refresh(wrapped, ds, spec=pa.MapSpec(logits=extract), fraction=1.0).written == ds.last_report.wrong
 
 
 def test_frozen_backbone_with_a_trainable_head(model):
     for p in model.features.parameters():
         p.requires_grad_(False)
-    maps = pa.attention_maps(model, torch.rand(2, 3, 16, 16), method="layercam")
+    maps = pa.attention_maps(model, torch.rand(2, 3, 16, 16), pa.MapSpec("layercam"))
     assert maps.shape == (2, 8, 8) and all(p.grad is None for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == [False] * 6 + [True, True]
 
@@ -273,7 +274,7 @@ def test_adapter_equals_pytorch_grad_cam_and_protects_the_model(model, name, cls
     model(x).sum().backward()
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     flags = [m.training for m in model.modules()]
-    ours = pa.attention_maps(model, x, method=name, target=[0, 1], size=(16, 16))
+    ours = pa.attention_maps(model, x, pa.MapSpec(name), target=[0, 1], size=(16, 16))
     assert [m.training for m in model.modules()] == flags
     assert all((a is None and p.grad is None) or torch.equal(a, p.grad) for a, p in zip(grads, model.parameters()))
     assert [p.requires_grad for p in model.parameters()][-2:] == [False, True]
@@ -281,14 +282,14 @@ def test_adapter_equals_pytorch_grad_cam_and_protects_the_model(model, name, cls
     ref = _reference(model, x, cls, resolve_layers(model, None, x), [0, 1])
     model.train()
     assert _max_diff(ours, ref) <= 1e-5
-    low = pa.attention_maps(model, x, method=name)
+    low = pa.attention_maps(model, x, pa.MapSpec(name))
     assert low.shape == (2, 8, 8)
 
 
 def test_adapter_takes_a_class_and_propagates_every_exception(model):
     x = torch.rand(2, 3, 16, 16)
-    native = pa.attention_maps(model, x, method="gradcam", size=(16, 16))
-    theirs = pa.attention_maps(model, x, method=pgc.GradCAM, size=(16, 16))
+    native = pa.attention_maps(model, x, pa.MapSpec("gradcam"), size=(16, 16))
+    theirs = pa.attention_maps(model, x, pa.MapSpec(pgc.GradCAM), size=(16, 16))
     assert (native - theirs).abs().max() <= 1e-5
 
     def explode(module, inputs, output):
@@ -296,14 +297,14 @@ def test_adapter_takes_a_class_and_propagates_every_exception(model):
 
     handle = model.head.register_forward_hook(explode)
     with pytest.raises(IndexError, match="not by us"):
-        pa.attention_maps(model, x, method="scorecam")
+        pa.attention_maps(model, x, pa.MapSpec("scorecam"))
     handle.remove()
     assert all(not m._forward_hooks for m in model.modules())
 
 
 def test_refresh_with_an_adapter_method(model, base):
     ds = pa.ProxyDataset(base)
-    report = ds.refresh(model, method="scorecam", fraction=0.5, seed=0)
+    report = pa.refresh(model, ds, spec=pa.MapSpec("scorecam"), fraction=0.5, seed=0)
     assert report.method == "scorecam" and report.written == report.chosen > 0
     assert ds.bank.resolution == (8, 8)
 
@@ -326,19 +327,19 @@ def test_ranking_policies_pick_the_top_scores(model, base, select):
         "margin": -(p.topk(2).values[:, 0] - p.topk(2).values[:, 1]),
         "entropy": -(p * p.log()).sum(1),
     }[select]
-    k = budget(n_wrong, 0.3)
+    k = budget_size(None, wrong=n_wrong, scanned=n_wrong, fraction=0.3)
     expect = score.argsort(descending=True)[:k].sort().values
     ds = pa.ProxyDataset(base)
-    report = ds.refresh(model, select=select, fraction=0.3)
+    report = pa.refresh(model, ds, select=select, fraction=0.3)
     assert report.select == select and report.chosen == k
     assert torch.equal(report.indices, expect)
 
 
 def test_random_control_matches_the_count_and_draws_from_all(model, base):
-    wrong = pa.ProxyDataset(base).refresh(model, select="wrong", fraction=0.5, seed=4)
-    draws = [pa.ProxyDataset(base).refresh(model, select="random", fraction=0.5, seed=s) for s in range(8)]
+    wrong = pa.refresh(model, pa.ProxyDataset(base), select="wrong", fraction=0.5, seed=4)
+    draws = [pa.refresh(model, pa.ProxyDataset(base), select="random", fraction=0.5, seed=s) for s in range(8)]
     assert all(d.chosen == wrong.chosen for d in draws)
-    assert torch.equal(draws[0].indices, pa.ProxyDataset(base).refresh(model, select="random", fraction=0.5, seed=0).indices)
+    assert torch.equal(draws[0].indices, pa.refresh(model, pa.ProxyDataset(base), select="random", fraction=0.5, seed=0).indices)
     logits, labels = _scan(model, base)
     correct = set((logits.argmax(1) == labels).nonzero().flatten().tolist())
     assert any(set(d.indices.tolist()) & correct for d in draws)  # the control is not limited to mistakes

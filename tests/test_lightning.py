@@ -43,7 +43,7 @@ def _ds():
 def test_trainer_refreshes_transforms_and_checkpoints(tmp_path):
     ds = _ds()
     module = Module(ds)
-    callback = ProxyAttention(ds, "1,p,1,p", mode="black", threshold=0.5, fraction=1.0)
+    callback = ProxyAttention(ds, "1,p,1,p", transform=pa.ProxyTransform(ds.bank, mode="black", threshold=0.5), refresh={"fraction": 1.0})
     trainer = _trainer(tmp_path, 4, callback)
     trainer.fit(module, DataLoader(ds, batch_size=8, shuffle=True))
     assert len(callback.reports) == 2 and ds.refreshes == 2
@@ -55,7 +55,7 @@ def test_trainer_refreshes_transforms_and_checkpoints(tmp_path):
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=False)["callbacks"]
     restored_ds = _ds()
-    restored = ProxyAttention(restored_ds, "1,p,1,p", mode="black", threshold=0.5, fraction=1.0)
+    restored = ProxyAttention(restored_ds, "1,p,1,p", refresh={"fraction": 1.0})
     restored.load_state_dict(next(iter(state.values())))
     assert torch.equal(restored_ds.bank.present, ds.bank.present) and restored_ds.refreshes == 2
 
@@ -65,6 +65,19 @@ def test_misuse_is_explained():
         ProxyAttention(_ds(), pa.ProxySchedule.on_plateau())
     with pytest.raises(TypeError, match=r"dataset must be a proxyaug.ProxyDataset"):
         ProxyAttention(TensorDataset(torch.rand(2, 1)))
+    ds, other = _ds(), _ds()
+    with pytest.raises(TypeError, match=r"transform must be a proxyaug.ProxyTransform; got dict"):
+        ProxyAttention(ds, transform={"mode": "black"})
+    with pytest.raises(ValueError, match=r"transform reads another bank than the dataset's"):
+        ProxyAttention(ds, transform=pa.ProxyTransform(other.bank))
+    with pytest.raises(TypeError, match=r"capture must be a proxyaug.MapCapture; got bool"):
+        ProxyAttention(ds, capture=True)
+    with pytest.raises(ValueError, match=r"capture writes into another dataset than the callback's"):
+        ProxyAttention(ds, capture=pa.MapCapture(other))
+    with pytest.raises(ValueError, match=r"pass capture= .* or refresh= .*, not both"):
+        ProxyAttention(ds, capture=pa.MapCapture(ds), refresh={"fraction": 0.5})
+    with pytest.raises(TypeError, match=r"refresh must be a dict of refresh\(\) arguments"):
+        ProxyAttention(ds, refresh=0.2)
 
 
 class Observing(Module):
@@ -76,8 +89,8 @@ class Observing(Module):
 
 def test_blur_sigma_observe_and_refresh_arguments(tmp_path, monkeypatch):
     ds = _ds()
-    callback = ProxyAttention(ds, "1,p,1,p", mode="blur", blur_sigma=1.5, fraction=1.0)
-    assert callback.proxy.blur_sigma == 1.5
+    callback = ProxyAttention(ds, "1,p,1,p", transform=pa.ProxyTransform(ds.bank, mode="blur", blur_sigma=1.5), refresh={"fraction": 1.0})
+    assert callback.transform.blur_sigma == 1.5
     scans = []
     original = ds.observe
 
@@ -92,8 +105,12 @@ def test_blur_sigma_observe_and_refresh_arguments(tmp_path, monkeypatch):
 
 
 def test_refresh_arguments_are_checked_when_the_callback_is_built():
-    with pytest.raises(TypeError, match=r"ProxyAttention got \['blur'\], which refresh\(\) does not take; expected ProxyTransform settings"):
-        ProxyAttention(_ds(), "1,p", blur=2.0)
+    with pytest.raises(TypeError, match=r"refresh= holds \['blur'\], which refresh\(\) does not take; expected some of: .*budget"):
+        ProxyAttention(_ds(), "1,p", refresh={"blur": 2.0})
+    with pytest.raises(ValueError, match=r"budget=100.0 is not valid"):
+        ProxyAttention(_ds(), "1,p", refresh={"budget": 100.0})
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'mode'"):  # 0.1's copy of ProxyTransform's signature is gone
+        ProxyAttention(_ds(), "1,p", mode="black")
 
 
 def test_observe_true_needs_logits(tmp_path):
@@ -101,3 +118,27 @@ def test_observe_true_needs_logits(tmp_path):
     callback = ProxyAttention(ds, "1,p", observe=True)
     with pytest.raises(ValueError, match=r"observe=True needs training_step to return the logits"):
         _trainer(tmp_path, 1, callback).fit(Module(ds), DataLoader(ds, batch_size=8))
+
+
+class Skipping(Observing):
+    """Skips every other batch the Lightning way: training_step returns None."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx % 2:
+            return None
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("with_capture", [False, True])
+def test_a_training_step_returning_none_skips_the_batch(tmp_path, with_capture):
+    ds = _ds()
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="net.features.3"), fraction=1.0) if with_capture else None
+    callback = ProxyAttention(ds, "1,p", capture=capture, refresh=None if with_capture else {"fraction": 1.0})
+    module = Skipping(ds)
+    _trainer(tmp_path, 2, callback).fit(module, DataLoader(ds, batch_size=8))  # batches 1 and 3 skipped; refresh after epoch 2
+    assert len(callback.reports) == 1
+    if with_capture:  # only the two trained batches were staged, and the hooks are off
+        assert callback.reports[0].scanned == 16 and set(callback.reports[0].indices.tolist()) <= set(range(8)) | set(range(16, 24))
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+    else:  # only the trained batches' mistakes were recorded
+        assert callback.reports[0].source == "observed" and set(callback.reports[0].indices.tolist()) <= set(range(8)) | set(range(16, 24))

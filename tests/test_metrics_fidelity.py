@@ -76,7 +76,7 @@ class Recording:
 @pytest.mark.parametrize("least_likely", [False, True], ids=["predicted", "least-likely class"])
 def test_average_drop_increase_matches_torchcam_on_proxyaug_maps(least_likely):
     model, x = _model(), _x()
-    maps = pa.attention_maps(model, x, method="gradcam")  # (B, 6, 6) in [0, 1], resized to 12 x 12 by both
+    maps = pa.attention_maps(model, x, pa.MapSpec("gradcam"))  # (B, 6, 6) in [0, 1], resized to 12 x 12 by both
     assert maps.shape == (6, 6, 6)
     # the least likely class gains confidence as a darker image flattens the softmax: increases happen
     target = model(x).argmin(dim=1) if least_likely else None

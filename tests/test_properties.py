@@ -7,9 +7,14 @@ from hypothesis import strategies as st
 
 import proxyaug as pa
 from proxyaug import functional as F
-from proxyaug.selection import select_subset
+from proxyaug.selection import choose
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+def _thesis_subset(indices, fraction, seed):
+    """The thesis rule's draw: ``fraction`` of the wrong ``indices`` at random from ``seed``."""
+    return choose("wrong", indices, torch.ones(indices.numel(), dtype=torch.bool), None, fraction, seed)
 
 
 @st.composite
@@ -84,25 +89,25 @@ def test_same_seed_same_output(case, mode, threshold, p, seed):
 @given(st.integers(1, 60), st.floats(0.01, 1.0), st.integers(0, 2**31 - 1))
 def test_same_seed_same_selection(n, fraction, seed):
     wrong = torch.randperm(200, generator=torch.Generator().manual_seed(n))[:n].sort().values
-    a, b = select_subset(wrong, fraction, seed), select_subset(wrong, fraction, seed)
+    a, b = _thesis_subset(wrong, fraction, seed), _thesis_subset(wrong, fraction, seed)
     assert torch.equal(a, b) and a.numel() == max(1, int(fraction * n + 0.5))
     assert set(a.tolist()) <= set(wrong.tolist()) and torch.equal(a, a.sort().values)
 
 
 def test_refresh_with_the_same_seed_is_reproducible(model, base):
     a, b = pa.ProxyDataset(base), pa.ProxyDataset(base)
-    ra, rb = a.refresh(model, seed=3), b.refresh(model, seed=3)
+    ra, rb = pa.refresh(model, a, seed=3), pa.refresh(model, b, seed=3)
     assert torch.equal(ra.indices, rb.indices) and torch.equal(a.bank.maps, b.bank.maps)
 
 
 @pytest.mark.parametrize("size", [(16, 16), (24, 20), (9, 31)])
 def test_batches_of_other_sizes_than_earlier_ones(model, base, size):
     ds = pa.ProxyDataset(base)
-    ds.refresh(model, fraction=1.0)
+    pa.refresh(model, ds, fraction=1.0)
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.5)
     idx = ds.bank.present.nonzero().flatten()[:4]
     x = torch.rand(len(idx), 3, *size)
-    out = proxy(x, idx)
+    out = proxy.replace(x, idx)
     assert out.shape == x.shape and (out != x).flatten(1).any(1).all()
 
 
@@ -115,10 +120,10 @@ def test_every_input_form_gives_the_same_images(case, mode, threshold, seed):
     bank.put(torch.arange(b), pa.functional.normalize_maps(maps.clamp_min(0)))
     idx = torch.randperm(b + 1, generator=torch.Generator().manual_seed(seed))[:b]
     proxy = pa.ProxyTransform(bank, mode=mode, threshold=threshold)
-    expect = proxy(x, idx)
+    expect = proxy.replace(x, idx)
     assert torch.equal(proxy((x, idx))[0], expect) and torch.equal(proxy([x, idx, idx])[0], expect)
     assert torch.equal(proxy({"image": x, "idx": idx})["image"], expect)
-    assert torch.equal(proxy(x, idx.clone(), idx)[0], expect)
+    assert torch.equal(proxy(x, idx.clone(), idx)[0], expect) and torch.equal(proxy(x, idx)[0], expect)
     i = seed % b  # one (C, H, W) image: its row of the batch (up to the last bit: convolutions of 1 and B images differ)
-    torch.testing.assert_close(proxy(x[i], idx[i]), expect[i], rtol=0, atol=1e-6)
-    assert torch.equal(proxy(x[i], int(idx[i])), proxy(x[i], idx[i]))
+    torch.testing.assert_close(proxy.replace(x[i], idx[i]), expect[i], rtol=0, atol=1e-6)
+    assert torch.equal(proxy.replace(x[i], int(idx[i])), proxy.replace(x[i], idx[i]))

@@ -34,7 +34,7 @@ class Run:
         self.model.train()
         total = 0.0
         for x, y, idx in self.loader:
-            logits = self.model(self.proxy(x, idx))
+            logits = self.model(self.proxy.replace(x, idx))
             self.ds.observe(idx, logits, y)
             loss = nn.functional.cross_entropy(logits, y)
             self.opt.zero_grad()
@@ -42,7 +42,7 @@ class Run:
             self.opt.step()
             total += loss.item()
         if self.schedule.should_refresh(e, metric=-total):
-            self.ds.refresh(self.model, fraction=0.5)
+            pa.refresh(self.model, self.ds, fraction=0.5)
 
     def checkpoint(self):
         buf = io.BytesIO()

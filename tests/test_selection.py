@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from proxyaug.selection import SELECT, budget, choose, select_subset
+from proxyaug.selection import SELECT, budget_size, choose
+
+
+def _thesis_subset(indices, fraction, seed):
+    """The thesis rule's draw: ``fraction`` of the wrong ``indices`` at random from ``seed``."""
+    return choose("wrong", indices, torch.ones(indices.numel(), dtype=torch.bool), None, fraction, seed)
 
 
 def _scan(n=40, seed=0):
@@ -36,11 +41,11 @@ def test_ties_go_to_the_lower_dataset_index():
 def test_select_subset_does_not_depend_on_the_order_of_the_indices():
     indices = torch.arange(20, 50)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(select_subset(indices[perm], 0.3, seed=5), select_subset(indices, 0.3, seed=5))
+    assert torch.equal(_thesis_subset(indices[perm], 0.3, 5), _thesis_subset(indices, 0.3, 5))
 
 
 def test_budget_and_mismatched_lengths():
-    assert [budget(n, 0.2) for n in (0, 1, 2, 3, 12)] == [0, 1, 1, 1, 2]
+    assert [budget_size(None, wrong=n, scanned=20, fraction=0.2) for n in (0, 1, 2, 3, 12)] == [0, 1, 1, 1, 2]
     indices, wrong, score = _scan()
     with pytest.raises(ValueError, match=r"wrong has 39 entries but indices has 40; expected one per scanned index"):
         choose("wrong", indices, wrong[:-1], None, fraction=0.5, seed=0)

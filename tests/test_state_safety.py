@@ -18,7 +18,7 @@ def test_non_finite_maps_are_skipped_with_a_warning(model):
     x[:3, :, 4, 4] = float("nan")  # corrupt images: NaN activations; their argmax is 0, their label 1
     ds = pa.ProxyDataset(TensorDataset(x, torch.ones(12, dtype=torch.long)))
     with pytest.warns(RuntimeWarning, match=r"3 of \d+ attention maps were not finite"):
-        report = ds.refresh(model, fraction=1.0)
+        report = pa.refresh(model, ds, fraction=1.0)
     assert report.skipped == 3 and report.written == report.chosen - 3
     assert not ds.bank.present[:3].any() and torch.isfinite(ds.bank.maps).all()
     assert torch.equal(ds.bank.present.nonzero().flatten(), report.indices)
@@ -28,7 +28,7 @@ def test_non_finite_maps_are_skipped_with_a_warning(model):
 @pytest.mark.parametrize("exc", [RuntimeError("CUDA out of memory"), KeyboardInterrupt()])
 def test_a_fault_anywhere_leaves_everything_as_it_was(model, base, phase_call, exc):
     ds = pa.ProxyDataset(base)
-    ds.refresh(model, fraction=0.5, seed=1)
+    pa.refresh(model, ds, fraction=0.5, seed=1)
     state = {k: v.clone() for k, v in ds.bank.state_dict().items()}
     model.train()
     nn.functional.cross_entropy(model(base.tensors[0][:8]), base.tensors[1][:8]).backward()
@@ -42,7 +42,7 @@ def test_a_fault_anywhere_leaves_everything_as_it_was(model, base, phase_call, e
 
     handle = model.head.register_forward_hook(fault)
     with pytest.raises(type(exc)):
-        ds.refresh(model, fraction=1.0, batch_size=4)
+        pa.refresh(model, ds, fraction=1.0, batch_size=4)
     handle.remove()
     assert all(torch.equal(v, ds.bank.state_dict()[k]) for k, v in state.items())
     assert ds.refreshes == 1 and all(m.training for m in model.modules())
@@ -64,7 +64,7 @@ def test_no_tensor_saved_for_backward_outlives_a_refresh(model, base):
         return box
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.t):
-        report = ds.refresh(model, fraction=1.0)
+        report = pa.refresh(model, ds, fraction=1.0)
     gc.collect()
     assert report.written > 0 and saved  # the attention step did build a graph...
     assert all(ref() is None for ref in saved)  # ...and none of it survives
@@ -82,11 +82,11 @@ def test_a_thousand_refreshes_do_not_grow_memory(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for _ in range(100):  # warm-up: allocator pools, lazy imports
-            ds.refresh(model, fraction=1.0, progress=False)
+            pa.refresh(model, ds, fraction=1.0, progress=False)
         gc.collect()
         before = _rss_bytes()
         for _ in range(1000):
-            ds.refresh(model, fraction=1.0, progress=False)
+            pa.refresh(model, ds, fraction=1.0, progress=False)
         gc.collect()
     growth = (_rss_bytes() - before) / before
     assert ds.refreshes == 1100 and growth < 0.05, f"resident memory grew {growth:.1%}"

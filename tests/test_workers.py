@@ -57,7 +57,7 @@ def test_cpu_path_with_albumentations_and_a_refresh(model):
     base = _base()
     augment = Albumentations(A.Compose([A.HorizontalFlip(p=1.0)]))
     ds = pa.ProxyDataset(base, resolution=(8, 8)).enable_cpu_path(transform=augment, mode="black", threshold=0.4)
-    report = ds.refresh(model, fraction=1.0)  # scans canonical images, not augmented ones
+    report = pa.refresh(model, ds, fraction=1.0)  # scans canonical images, not augmented ones
     assert report.scanned == 24 and report.written == report.wrong > 0
     loader = DataLoader(ds, batch_size=8, num_workers=2, persistent_workers=True)
     seen = _epoch(loader)
@@ -90,7 +90,7 @@ def test_append_mode_with_persistent_workers_follows_refreshes(context):
     loader = DataLoader(ds, batch_size=6, shuffle=True, num_workers=2, multiprocessing_context=context,
                         persistent_workers=True, generator=torch.Generator().manual_seed(0))
     seen = [torch.cat([idx for _, _, idx in loader])]  # epoch 1: the workers start, no extras yet
-    report = ds.refresh(net, fraction=1.0)
+    report = pa.refresh(net, ds, fraction=1.0)
     assert report.written > 0 and len(ds) == 24 + report.written
     seen.append(torch.cat([idx for _, _, idx in loader]))  # epoch 2: the same workers, more items
     assert sorted(seen[0].tolist()) == list(range(24))
@@ -106,7 +106,7 @@ def test_cpu_path_in_append_mode_serves_the_new_rows_in_running_workers():
     ds = pa.ProxyDataset(base, proxies="append", resolution=(8, 8)).enable_cpu_path(mode="black", threshold=0.5)
     loader = DataLoader(ds, batch_size=6, num_workers=2, persistent_workers=True)
     list(loader)
-    report = ds.refresh(net, fraction=1.0)
+    report = pa.refresh(net, ds, fraction=1.0)
     got = {int(i): x for xb, _, ib in loader for x, i in zip(xb, ib)}
     for sample in report.indices.tolist():
         assert torch.equal(got[sample], base[sample][0])  # originals untouched

@@ -62,7 +62,7 @@ def case_maps(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], No
                 model(x)
 
         def ours(method: str) -> Callable[[], Any]:
-            return lambda: pa.attention_maps(model, x, method=method, layer=layer.module, target=classes, size=(size, size))
+            return lambda: pa.attention_maps(model, x, pa.MapSpec(method, layer=layer.module), target=classes, size=(size, size))
 
         methods = cfg["methods"] if n == 0 else cfg.get("methods_large", cfg["methods"])
         fns: Dict[str, Callable[[], Any]] = {"forward": forward}
@@ -167,10 +167,10 @@ def case_thesis(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], 
 
     def maps_only() -> None:
         for b in images.split(cfg["thesis_batch"]):
-            pa.attention_maps(model, b.to(device), method="gradcam++")
+            pa.attention_maps(model, b.to(device), pa.MapSpec("gradcam++"))
 
     def full_refresh() -> None:
-        ds.refresh(model, method="gradcam++", fraction=1.0, batch_size=cfg["thesis_batch"], seed=0, progress=False)
+        pa.refresh(model, ds, spec=pa.MapSpec("gradcam++"), fraction=1.0, batch_size=cfg["thesis_batch"], seed=0, progress=False)
 
     attention = measure(maps_only, device, 0, 1)
     refresh = measure(full_refresh, device, 0, 1)
@@ -284,7 +284,7 @@ def case_metrics(cfg: Dict[str, Any], device: torch.device, log: Callable[[str],
     model = timm.create_model("resnet18", num_classes=1000).to(device).eval()
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     classes = (torch.arange(batch) % 1000).to(device)
-    maps = pa.attention_maps(model, x, method="gradcam", target=classes)  # (B, 7, 7) at 224 px; both resize bilinearly
+    maps = pa.attention_maps(model, x, pa.MapSpec("gradcam"), target=classes)  # (B, 7, 7) at 224 px; both resize bilinearly
     fns = _metric_fns(model, x, maps, classes, steps)
     timed = measure_interleaved(fns, device, cfg["warmup"], cfg["metrics_repeats"])
     full_np = nn.functional.interpolate(maps.unsqueeze(1), (size, size), mode="bilinear", align_corners=False).squeeze(1).cpu().numpy()

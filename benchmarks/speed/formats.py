@@ -60,11 +60,11 @@ def case_formats(cfg: Dict[str, Any], device: torch.device, log: Callable[[str],
 
         def ours(model=model, xv=xv, cast=cast, layer=layer) -> torch.Tensor:
             with cast():
-                return pa.attention_maps(model, xv, method="gradcam", layer=layer.module, target=classes, size=(size, size))
+                return pa.attention_maps(model, xv, pa.MapSpec("gradcam", layer=layer.module), target=classes, size=(size, size))
 
         def transform(xv=xv, cast=cast) -> None:
             with cast():
-                proxy(xv, idx)
+                proxy.replace(xv, idx)
 
         fns[f"forward:{variant}"], fns[f"maps:{variant}"], fns[f"transform:{variant}"] = forward, ours, transform
         maps[variant] = ours

@@ -142,7 +142,7 @@ def measure(model: nn.Module, eset: ExplainSet, preprocess: Callable, spec: Dict
     out: Dict[str, Any] = {"acc": _accuracy(model, x, y, preprocess)}
     steps = study.explain_steps
     for role, method in methods_of(spec, study).items():
-        maps = pa.attention_maps(model, preprocess(x), method=method, layer=spec.get("layer"))
+        maps = pa.attention_maps(model, preprocess(x), pa.MapSpec(method, layer=spec.get("layer")))
         curve = M.deletion_curve(model, x, maps, steps=steps, baseline="zeros", preprocess=preprocess)
         out[f"{role}_deletion"] = M.auc(curve).mean()
         curve = M.insertion_curve(model, x, maps, steps=steps, baseline="blur", preprocess=preprocess)

@@ -25,9 +25,9 @@ from .._checks import check_images
 from ..functional import gaussian_blur, normalize_maps, upsample_maps
 from ._state import eval_mode, unwrap
 from .adapter import adapter_cams
-from .layers import LayerSpec, Reshape, TargetLayer, resolve_layers
+from .layers import TargetLayer, resolve_layers
 from .methods import EIGEN, contributions, eigen_projection
-from .spec import LogitsFn, MapSpec, check_grad_mode, extract_logits
+from .spec import LogitsFn, MapSpec, as_spec, check_grad_mode, extract_logits
 
 __all__ = ["attention_maps", "compute_cams", "map_resolution"]
 
@@ -203,44 +203,25 @@ def _activations_and_gradients(
 def attention_maps(
     model: nn.Module,
     x: torch.Tensor,
-    method: Any = "gradcam",
-    layer: LayerSpec = None,
+    spec: Optional[MapSpec] = None,
+    *,
     target: Target = None,
     size: Optional[Sequence[int]] = None,
-    *,
-    spec: Optional[MapSpec] = None,
-    reshape: Optional[Reshape] = None,
-    logits: Optional[LogitsFn] = None,
-    eigen_smooth: bool = False,
-    smooth_sigma: Optional[float] = None,
 ) -> torch.Tensor:
     """Class activation maps of a batch, batched on ``x``'s device.
 
-    Native methods (torch only): ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
-    ``"layercam"``, ``"gradcamelementwise"``, ``"eigencam"``, ``"eigengradcam"``. Any other
-    pytorch-grad-cam method (``"scorecam"``, ``"ablationcam"``, ``"fullgrad"``, ...) or class runs
-    through an adapter with the same guarantees.
+    How the map is computed (method, target layer, reshape, logits, smoothing) is ``spec``, a
+    [`MapSpec`][proxyaug.MapSpec]: Grad-CAM++ at the layer found by default, as everywhere in
+    proxyaug.
 
     Args:
         model: a classifier; left exactly as found (per-module training flags, parameter ``.grad``,
             ``requires_grad``, no hooks, no graph). DistributedDataParallel, DataParallel and
             ``torch.compile`` wrappers are looked through.
         x: input batch ``(B, C, H, W)`` as the model expects it (normalised), on its device.
-        method: a method name or a pytorch-grad-cam class.
-        layer: the target layer: a module, its name, or a list of them (maps averaged as
-            pytorch-grad-cam does); ``None`` finds it (last spatial layer; for a ViT, the last
-            block's first norm).
+        spec: a [`MapSpec`][proxyaug.MapSpec]; ``None`` is ``MapSpec()``.
         target: class per sample: ``None`` for the predicted class, an int, or ``(B,)`` indices.
         size: ``(H, W)`` to upsample to; ``None`` returns the layer's own resolution.
-        reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs (tokens) and
-            channels-last models (Swin), needed only for other layouts.
-        logits: picks the logits from the model's output when it is not a tensor (default: first
-            item of a tuple, ``["logits"]`` or ``.logits``).
-        eigen_smooth: replace the channel sum by its first principal component (pytorch-grad-cam's
-            ``eigen_smooth``).
-        smooth_sigma: Gaussian smoothing of the low-resolution map, in map pixels (native methods).
-        spec: a [`MapSpec`][proxyaug.attention.MapSpec] holding ``method``, ``layer``, ``reshape``,
-            ``logits``, ``eigen_smooth`` and ``smooth_sigma`` instead (then leave those unset).
 
     Returns:
         Float32 maps ``(B, h, w)`` in [0, 1], or ``(B, H, W)`` with ``size``: then equal to what
@@ -251,33 +232,21 @@ def attention_maps(
         >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         ...                     nn.Flatten(), nn.Linear(8, 2))
-        >>> maps = attention_maps(net, torch.rand(2, 3, 8, 8), method="gradcam++")
+        >>> maps = attention_maps(net, torch.rand(2, 3, 8, 8))  # Grad-CAM++ at the layer found
         >>> maps.shape, bool(maps.min() >= 0), bool(maps.max() <= 1)
         (torch.Size([2, 8, 8]), True, True)
-        >>> attention_maps(net, torch.rand(2, 3, 8, 8), method="eigencam", size=(32, 32)).shape
+        >>> attention_maps(net, torch.rand(2, 3, 8, 8), MapSpec("eigencam", layer="0"), size=(32, 32)).shape
         torch.Size([2, 32, 32])
     """
     check_images("x", x)
-    spec = MapSpec.of(
-        spec, {"method": "gradcam"}, method=method, layer=layer, reshape=reshape, logits=logits,
-        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
-    )
+    spec = as_spec(spec)
     model = unwrap(model)
     layers = resolve_layers(model, spec.layer, x, spec.reshape)
     return compute_cams(model, x, layers, spec, target, size=size)
 
 
-def map_resolution(
-    model: nn.Module,
-    x: torch.Tensor,
-    method: Any = "gradcam++",
-    layer: LayerSpec = None,
-    *,
-    spec: Optional[MapSpec] = None,
-    reshape: Optional[Reshape] = None,
-    logits: Optional[LogitsFn] = None,
-) -> Tuple[int, int]:
-    """The ``(h, w)`` of the maps ``method`` gives for inputs like ``x``: what a bank must store.
+def map_resolution(model: nn.Module, x: torch.Tensor, spec: Optional[MapSpec] = None) -> Tuple[int, int]:
+    """The ``(h, w)`` of the maps ``spec`` gives for inputs like ``x``: what a bank must store.
 
     Computes the maps of one image (the first of ``x``) exactly as a refresh would, so the answer
     holds for several layers and for the adapter's methods too. Use it to size a
@@ -288,11 +257,7 @@ def map_resolution(
         model: the classifier; left as found.
         x: an image ``(C, H, W)`` or a batch ``(B, C, H, W)``, as the model sees it (preprocessed),
             on the model's device.
-        method: as in [`attention_maps()`][proxyaug.attention_maps].
-        layer: as in [`attention_maps()`][proxyaug.attention_maps].
-        spec: a [`MapSpec`][proxyaug.attention.MapSpec] instead of ``method``, ``layer``, ``reshape``, ``logits``.
-        reshape: as in [`attention_maps()`][proxyaug.attention_maps].
-        logits: as in [`attention_maps()`][proxyaug.attention_maps].
+        spec: a [`MapSpec`][proxyaug.MapSpec]; ``None`` is ``MapSpec()``.
 
     Returns:
         ``(h, w)``.
@@ -306,7 +271,6 @@ def map_resolution(
     if isinstance(x, torch.Tensor) and x.ndim == 3:
         x = x.unsqueeze(0)
     check_images("x", x)
-    spec = MapSpec.of(spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape, logits=logits)
-    maps = attention_maps(model, x[:1], spec=spec)
+    maps = attention_maps(model, x[:1], as_spec(spec))
     h, w = maps.shape[-2:]
     return int(h), int(w)

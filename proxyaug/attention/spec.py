@@ -2,9 +2,11 @@
 
 One spec says everything a map depends on besides the model and the images: the method, the
 target layer(s), how to read a layer's output as ``(B, C, h, w)``, how to pick the logits, and
-smoothing. [`attention_maps()`][proxyaug.attention_maps], [`refresh()`][proxyaug.refresh.refresh]
-and [`map_resolution()`][proxyaug.attention.map_resolution] take one (``spec=``), or build it from
-their plain keyword arguments; it is validated once, when it is made.
+smoothing. It is the only way to say it: [`attention_maps()`][proxyaug.attention_maps],
+[`refresh()`][proxyaug.refresh], [`MapCapture`][proxyaug.MapCapture],
+[`map_resolution()`][proxyaug.attention.map_resolution] and
+[`ProxyDataset.enable_cpu_path()`][proxyaug.ProxyDataset.enable_cpu_path] take one as ``spec``
+(``None``: ``MapSpec()``, Grad-CAM++ at the layer found); it is validated once, when it is made.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .adapter import adapter_methods
 from .layers import LayerSpec, Reshape
 from .methods import GRADIENT_FREE, NATIVE_METHODS
 
-__all__ = ["MapSpec", "resolve_method", "default_logits", "extract_logits", "check_grad_mode"]
+__all__ = ["MapSpec", "as_spec", "resolve_method", "default_logits", "extract_logits", "check_grad_mode"]
 
 LogitsFn = Callable[[Any], torch.Tensor]
 
@@ -134,13 +136,30 @@ def check_grad_mode(what: str) -> None:
 class MapSpec:
     """How to compute an attention map: everything but the model and the images.
 
+    The one way to say it: [`attention_maps()`][proxyaug.attention_maps],
+    [`refresh()`][proxyaug.refresh], [`MapCapture`][proxyaug.MapCapture],
+    [`map_resolution()`][proxyaug.attention.map_resolution] and
+    [`ProxyDataset.enable_cpu_path()`][proxyaug.ProxyDataset.enable_cpu_path] each take one as
+    ``spec`` and default to ``MapSpec()``, so that one spec gives the same maps everywhere.
+
+    Native methods (torch only): ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
+    ``"layercam"``, ``"gradcamelementwise"``, ``"eigencam"``, ``"eigengradcam"``. Any other
+    pytorch-grad-cam method (``"scorecam"``, ``"ablationcam"``, ``"fullgrad"``, ...) or class runs
+    through an adapter with the same guarantees (not in [`MapCapture`][proxyaug.MapCapture], which
+    has no pass of its own).
+
     Args:
-        method: a method name or a pytorch-grad-cam class, see [`attention_maps()`][proxyaug.attention_maps]
-            (``"gradcam++"``, the thesis' choice, by default).
-        layer: the target layer(s): a module, its name or a list of them; ``None`` finds it.
-        reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs and Swin.
-        logits: picks the logits from the model's output when it is not a tensor.
-        eigen_smooth: the first principal component instead of the channel sum.
+        method: a method name (case, ``_`` and ``-`` ignored: ``"Grad-CAM++"``) or a
+            pytorch-grad-cam class; ``"gradcam++"``, the thesis' choice, by default.
+        layer: the target layer: a module, its name, or a list of them (maps averaged as
+            pytorch-grad-cam does); ``None`` finds it (last spatial layer; for a ViT, the last
+            block's first norm).
+        reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs (tokens) and
+            channels-last models (Swin), needed only for other layouts.
+        logits: picks the logits from the model's output when it is not a tensor (default: first
+            item of a tuple, ``["logits"]`` or ``.logits``).
+        eigen_smooth: replace the channel sum by its first principal component (pytorch-grad-cam's
+            ``eigen_smooth``).
         smooth_sigma: Gaussian smoothing of the low-resolution map, in map pixels (native methods).
 
     Raises:
@@ -156,6 +175,8 @@ class MapSpec:
         False
         >>> spec.replace(method="layercam").name
         'layercam'
+        >>> MapSpec().name  # the default everywhere
+        'gradcam++'
     """
 
     method: Any = "gradcam++"
@@ -197,26 +218,25 @@ class MapSpec:
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def of(cls, spec: Optional["MapSpec"], defaults: Optional[Mapping[str, Any]] = None, **fields: Any) -> "MapSpec":
-        """``spec`` if given, else ``MapSpec(**fields)``: for functions that take either.
 
-        With ``spec``, every one of ``fields`` must hold its default (the caller's ``defaults``,
-        else the spec's), so that an argument is never silently ignored.
+def as_spec(spec: Any) -> MapSpec:
+    """``spec`` checked, or the default ``MapSpec()`` for ``None``: the one way every caller takes how a map is computed.
 
-        Examples:
-            >>> MapSpec.of(None, method="xgradcam").name
-            'xgradcam'
-            >>> MapSpec.of(MapSpec("layercam"), method="gradcam++").name
-            'layercam'
-        """
-        if spec is None:
-            return cls(**fields)
-        if not isinstance(spec, MapSpec):
-            raise TypeError(f"spec must be a proxyaug.attention.MapSpec; got {type(spec).__name__}.")
-        own = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
-        own.update(defaults or {})
-        given = sorted(k for k, v in fields.items() if v is not own.get(k) and v != own.get(k))
-        if given:
-            raise ValueError(f"pass either spec= or {', '.join(given)}, not both (spec.replace({given[0]}=...) changes a field).")
+    Examples:
+        >>> as_spec(None).name
+        'gradcam++'
+        >>> as_spec("gradcam")
+        Traceback (most recent call last):
+        ...
+        TypeError: spec='gradcam' is a method name; expected a proxyaug.MapSpec such as MapSpec('gradcam'), or None for MapSpec() (Grad-CAM++, the target layer found).
+    """
+    if spec is None:
+        return MapSpec()
+    if isinstance(spec, MapSpec):
         return spec
+    if isinstance(spec, str):
+        raise TypeError(
+            f"spec={spec!r} is a method name; expected a proxyaug.MapSpec such as MapSpec({spec!r}), or None for "
+            "MapSpec() (Grad-CAM++, the target layer found)."
+        )
+    raise TypeError(f"spec must be a proxyaug.MapSpec (or None for MapSpec()); got {type(spec).__name__}.")

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_index, check_labels, check_unit_interval, describe
-from ..attention import MapSpec, resolve_layers, unwrap
-from ..attention.layers import LayerSpec, Reshape, TargetLayer
-from ..distributed import shard_context
+from ..attention import MapSpec, as_spec, resolve_layers, unwrap
+from ..attention.layers import TargetLayer
+from .._distributed import shard_context
 from ..protocol import Refreshable, check_refreshable
-from ..report import RefreshReport
+from .._report import RefreshReport
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
 from .maps import check_geometry, step_maps, to_canonical
 from .staging import concat, gather, last_of_each
@@ -39,6 +39,7 @@ class _Step:
     wrong: Optional[torch.Tensor] = None
     score: Optional[torch.Tensor] = None
     resolving: bool = False
+    discarded: bool = False
 
 
 def _is_compiled(model: nn.Module) -> bool:
@@ -79,26 +80,21 @@ class MapCapture:
 
     Args:
         ds: a [`ProxyDataset`][proxyaug.ProxyDataset] or any [`Refreshable`][proxyaug.protocol.Refreshable].
-        spec: a [`MapSpec`][proxyaug.attention.MapSpec] instead of ``method``, ``layer``,
-            ``reshape``, ``eigen_smooth`` and ``smooth_sigma``.
-        method: a native method (``"gradcam"``, the issue's formula; ``"gradcam++"``, ...).
-        layer: the target layer(s), as for [`refresh()`][proxyaug.refresh.refresh]; ``None``
-            finds it on the first step (one extra forward in eval mode under ``no_grad``, once).
+        spec: how the maps are computed, a [`MapSpec`][proxyaug.MapSpec] with a native method
+            (``None``: ``MapSpec()``, Grad-CAM++ as in a refresh). Its ``layer=None`` finds the
+            target layer on the first step (one extra forward in eval mode under ``no_grad``, once).
         fraction: the thesis rule's share of the staged wrong samples that get a map (``1.0``:
             every one, since the maps cost nothing).
         select: a policy of [`SELECT`][proxyaug.selection.SELECT], ranking on the training
             step's logits.
-        budget: as for [`refresh()`][proxyaug.refresh.refresh].
+        budget: as for [`refresh()`][proxyaug.refresh].
         seed: seed of the random policies; ``None`` uses ``ds.refreshes``.
         commit: ``"epoch"`` (stage until ``commit()``) or ``"step"`` (commit after each step).
         geometry: the ``kornia.augmentation.AugmentationSequential`` that runs between the proxy
             transform and the model: maps are brought back to the dataset's frame through its
             inverse (the parameters of its last call). Geometry it cannot invert is refused.
         reset: drop the maps of samples not chosen at each commit.
-        reshape: as for [`refresh()`][proxyaug.refresh.refresh].
-        eigen_smooth: as for [`refresh()`][proxyaug.refresh.refresh].
-        smooth_sigma: as for [`refresh()`][proxyaug.refresh.refresh].
-        distributed: as for [`refresh()`][proxyaug.refresh.refresh].
+        distributed: as for [`refresh()`][proxyaug.refresh].
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -107,7 +103,7 @@ class MapCapture:
         >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))))
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         ...                     nn.Flatten(), nn.Linear(4, 3))
-        >>> capture = pa.MapCapture(ds, layer="0")
+        >>> capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="0"))
         >>> x, y, idx = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
         >>> with capture.step(net):
         ...     logits = net(x)
@@ -123,8 +119,6 @@ class MapCapture:
         ds: Refreshable,
         *,
         spec: Optional[MapSpec] = None,
-        method: Any = "gradcam",
-        layer: LayerSpec = None,
         fraction: float = 1.0,
         select: str = "wrong",
         budget: Budget = None,
@@ -132,15 +126,10 @@ class MapCapture:
         commit: str = "epoch",
         geometry: Any = None,
         reset: bool = False,
-        reshape: Optional[Reshape] = None,
-        eigen_smooth: bool = False,
-        smooth_sigma: Optional[float] = None,
         distributed: Optional[bool] = None,
     ) -> None:
         check_refreshable(ds)
-        self.spec = MapSpec.of(
-            spec, {"method": "gradcam"}, method=method, layer=layer, reshape=reshape, eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
-        )
+        self.spec = as_spec(spec)
         if not self.spec.native:
             raise ValueError(
                 f"method={self.spec.name!r} is not valid for capture; expected a native method (gradcam, gradcam++, xgradcam, "
@@ -188,7 +177,7 @@ class MapCapture:
             >>> import proxyaug as pa
             >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])))
             >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            >>> capture = pa.MapCapture(ds, layer="0", commit="step")
+            >>> capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="0"), commit="step")
             >>> x, y, idx = ds.dataset.tensors[0], ds.dataset.tensors[1], torch.arange(4)
             >>> with capture.step(net):
             ...     out = net(x); capture.observe(idx, out, y); nn.functional.cross_entropy(out, y).backward()
@@ -300,9 +289,32 @@ class MapCapture:
         st.wrong = logits.detach().argmax(dim=1) != labels
         st.score = scores(self.select, logits.detach(), labels)
 
+    def discard(self) -> None:
+        """Stage nothing from the running step: for a batch your loop skips (no loss, no backward).
+
+        Call it inside the ``step`` block; the hooks still come off when the block ends.
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> import proxyaug as pa
+            >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])))
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="0"))
+            >>> with capture.step(net):
+            ...     out = net(ds.dataset.tensors[0])
+            ...     capture.discard()  # e.g. a NaN loss: no backward this time
+            >>> capture.staged
+            0
+        """
+        if self._active is None:
+            raise RuntimeError("capture.discard() belongs inside a capture.step(model) block.")
+        self._active.discarded = True
+
     # -- maps ----------------------------------------------------------------------------------
     def _finish(self, st: _Step) -> None:
         """Compute the step's maps and stage them."""
+        if st.discarded:
+            return
         if not st.acts:
             if st.rows is not None:
                 warnings.warn(

@@ -6,7 +6,7 @@ from typing import List, Tuple
 
 import torch
 
-from ..distributed import Shard
+from .._distributed import Shard
 
 __all__ = ["concat", "gather", "last_of_each"]
 

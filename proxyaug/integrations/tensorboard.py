@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..refresh import RefreshReport
+from .._refresh import RefreshReport
 from ..transform import ProxyTransform
 from ..viz import proxy_grid
 
@@ -27,7 +27,7 @@ def log_refresh(
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter``.
-        report: what [`refresh()`][proxyaug.refresh.refresh] returned.
+        report: what [`refresh()`][proxyaug.refresh] returned.
         step: the global step or epoch to log at.
         dataset: the [`ProxyDataset`][proxyaug.ProxyDataset]; with it, an image grid (original |
             map | proxy image) of up to ``images`` refreshed samples is logged as well.
@@ -38,7 +38,7 @@ def log_refresh(
     Examples:
         >>> import tempfile
         >>> from torch.utils.tensorboard import SummaryWriter
-        >>> from proxyaug.refresh import RefreshReport
+        >>> from proxyaug import RefreshReport
         >>> report = RefreshReport(scanned=10, wrong=3, chosen=1, written=1, seconds=0.1, scan_seconds=0.05,
         ...                        attention_seconds=0.05, method="gradcam++", layer="layer4",
         ...                        indices=torch.tensor([4]), source="all")

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..distributed import shard_context
+from .._distributed import shard_context
 from .concentration import entropy, sparsity
 from .faithfulness import auc, average_drop_increase, deletion_curve, insertion_curve
 from .localisation import energy_in_region, pointing_game

@@ -37,7 +37,9 @@ class InStep(Proxy):
     def attach(self, ds: pa.ProxyDataset) -> None:
         super().attach(ds)
         s = self.spec
-        self.capture = pa.MapCapture(ds, method=s["method"], layer=s["layer"], fraction=s["fraction"], select=s["select"], budget=self.budget)
+        self.capture = pa.MapCapture(
+            ds, spec=pa.MapSpec(s["method"], layer=s["layer"]), fraction=s["fraction"], select=s["select"], budget=self.budget,
+        )
 
     def step(self, model: nn.Module) -> ContextManager[Any]:
         return self.capture.step(model)

@@ -84,9 +84,9 @@ class RefreshingArm(Arm):
     def refresh(self, model: nn.Module) -> Dict[str, Any]:
         """Run the refresh, update what the arm applies, and return the round's record."""
         s = self.spec
-        report = self.ds.refresh(
-            model, method=s["method"], fraction=s["fraction"], select=s["select"], budget=self.budget, layer=s["layer"],
-            preprocess=self.context.preprocess, progress=False,
+        report = pa.refresh(
+            model, self.ds, spec=pa.MapSpec(s["method"], layer=s["layer"]), fraction=s["fraction"], select=s["select"],
+            budget=self.budget, preprocess=self.context.preprocess, progress=False,
         )
         return self.record(report, report.seconds)
 

@@ -25,11 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._checks import check_choice, check_index, check_labels, check_positive_int, check_unit_interval, check_unit_range
-from .attention import MapSpec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
-from .attention.layers import LayerSpec, Reshape
-from .distributed import shard_context
+from .attention import MapSpec, as_spec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
+from ._distributed import shard_context
 from .protocol import Refreshable, check_refreshable
-from .report import RefreshReport
+from ._report import RefreshReport
 from .selection import POLICIES, SELECT, Budget, budget_size, check_budget, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
@@ -92,8 +91,7 @@ class _Refresh:
     def candidates(self, n: int) -> Tuple[torch.Tensor, str]:
         """``indices`` if given, else the mistakes observed (on any rank), else every sample."""
         if self.indices is not None:
-            given = self.indices if isinstance(self.indices, torch.Tensor) else torch.as_tensor(list(self.indices), dtype=torch.long)
-            return check_index("indices", given, size=n).cpu(), "indices"
+            return self.indices, "indices"
         observed = self.ds.mistakes.compute(self.shard)
         if observed.numel():
             return observed, "observed"
@@ -192,6 +190,19 @@ class _Refresh:
         return self.shard.gather_rows(local.reshape(-1, h, w), chosen, (h, w))
 
 
+def _check_indices(indices: Optional[Iterable[int]], n: int) -> Optional[torch.Tensor]:
+    """``indices`` as distinct in-range sample indices (CPU int64), checked before anything runs."""
+    if indices is None:
+        return None
+    given = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(list(indices), dtype=torch.long)
+    given = check_index("indices", given, size=n).cpu()
+    uniq, counts = torch.unique(given, return_counts=True)
+    if uniq.numel() != given.numel():
+        twice = uniq[counts > 1][:5].tolist()
+        raise ValueError(f"indices holds the sample(s) {twice} more than once; expected distinct sample indices, e.g. sorted(set(indices)).")
+    return given
+
+
 def _finite(maps: Optional[torch.Tensor], chosen: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
     """Drop the maps that are not finite, with a warning: ``(samples, maps, skipped)``."""
     if maps is None:
@@ -234,8 +245,6 @@ def refresh(
     ds: Refreshable,
     *,
     spec: Optional[MapSpec] = None,
-    method: Any = "gradcam++",
-    layer: LayerSpec = None,
     fraction: float = 0.2,
     select: str = "wrong",
     budget: Budget = None,
@@ -248,10 +257,6 @@ def refresh(
     num_workers: int = 0,
     device: Union[str, torch.device, None] = None,
     progress: Optional[bool] = None,
-    reshape: Optional[Reshape] = None,
-    logits: Optional[Callable[[Any], torch.Tensor]] = None,
-    eigen_smooth: bool = False,
-    smooth_sigma: Optional[float] = None,
     distributed: Optional[bool] = None,
 ) -> RefreshReport:
     """Recompute attention maps for a fraction of the training images the model gets wrong.
@@ -265,8 +270,8 @@ def refresh(
        choose as many images by their own rule, see [`proxyaug.selection`][proxyaug.selection].
        ``budget`` replaces the thesis rule's count by a share of the scanned images or a fixed
        count, which does not fall to zero once the model gets its training images right.
-    4. **Attend**: native batched maps (``method``) at ``layer`` for the chosen images, for the
-       predicted class (``target="pred"``, the thesis' choice) or the label.
+    4. **Attend**: the maps ``spec`` describes (Grad-CAM++ at the layer found by default) for the
+       chosen images, batched, for the predicted class (``target="pred"``, the thesis' choice) or the label.
     5. **Commit**: the new maps go into ``ds.bank`` in one step (at the samples' bank rows, see
        [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]); other samples keep their earlier maps
        unless ``reset``, which drops them even when no new map is written.
@@ -277,7 +282,7 @@ def refresh(
 
     Under an initialised ``torch.distributed`` process group every rank calls ``refresh`` at the
     same point; each scans and maps every ``world_size``-th candidate, the results are all-reduced,
-    and every rank ends with the same bank (see [`proxyaug.distributed`][proxyaug.distributed]).
+    and every rank ends with the same bank .
     Mistakes that ``observe`` recorded on any rank are scanned. A refresh that fails on one rank
     fails on every rank (each raises; none waits in a collective), leaving every bank as it was.
 
@@ -285,10 +290,9 @@ def refresh(
         model: the classifier being trained; left exactly as found (DDP, DataParallel and
             ``torch.compile`` wrappers are looked through).
         ds: a [`ProxyDataset`][proxyaug.ProxyDataset], or any [`Refreshable`][proxyaug.protocol.Refreshable].
-        spec: a [`MapSpec`][proxyaug.attention.MapSpec] holding ``method``, ``layer``, ``reshape``,
-            ``logits``, ``eigen_smooth`` and ``smooth_sigma`` instead (then leave those unset).
-        method: ``"gradcam++"`` (thesis default) or any method [`attention_maps()`][proxyaug.attention_maps] takes.
-        layer: target layer(s) (module, name or list); ``None`` finds it.
+        spec: how the maps are computed, a [`MapSpec`][proxyaug.MapSpec] (method, target layer,
+            reshape, logits, smoothing); ``None`` is ``MapSpec()``: Grad-CAM++ (the thesis'
+            choice) at the layer found.
         fraction: share of the wrong images that get a map, in (0, 1] (thesis: 0.2).
         select: ``"wrong"`` (thesis), ``"loss"``, ``"margin"``, ``"entropy"`` or ``"random"``.
         budget: how many images the policy chooses: ``None``, the thesis rule
@@ -302,17 +306,14 @@ def refresh(
         batch_size: images per forward pass.
         seed: seed of the random subset; ``None`` uses the number of refreshes ``ds`` has done,
             so each round is reproducible and rounds differ.
-        indices: restrict the scan to these sample indices (of the wrapped dataset, not bank rows).
+        indices: restrict the scan to these distinct sample indices (of the wrapped dataset, not
+            bank rows); a repeated one is refused before anything runs.
         reset: drop the maps of samples not chosen this time (all of them when none is).
         num_workers: DataLoader workers used to read images.
         device: where to run the model: the device of its parameters (the default); another one
             is refused (move the model first).
         progress: show a tqdm progress bar; ``None`` shows one for scans of 20 batches or more.
             Without one, pytorch-grad-cam's own bars (ScoreCAM, AblationCAM) are silenced too.
-        reshape: as in [`attention_maps()`][proxyaug.attention_maps].
-        logits: as in [`attention_maps()`][proxyaug.attention_maps].
-        eigen_smooth: as in [`attention_maps()`][proxyaug.attention_maps].
-        smooth_sigma: as in [`attention_maps()`][proxyaug.attention_maps].
         distributed: share the work across the ranks of an initialised process group; ``None``
             does so whenever one of two or more ranks exists, ``False`` never does.
 
@@ -332,10 +333,7 @@ def refresh(
         True
     """
     start = time.perf_counter()
-    spec = MapSpec.of(
-        spec, {"method": "gradcam++"}, method=method, layer=layer, reshape=reshape, logits=logits,
-        eigen_smooth=eigen_smooth, smooth_sigma=smooth_sigma,
-    )
+    spec = as_spec(spec)
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable (e.g. torchvision.transforms.v2.Normalize); got {type(preprocess).__name__}.")
     if not isinstance(model, nn.Module):
@@ -347,7 +345,7 @@ def refresh(
     run = _Refresh(
         model, ds, spec, fraction=check_unit_interval("fraction", fraction, low_open=True),
         select=check_choice("select", select, SELECT), target=check_choice("target", target, TARGETS), budget=check_budget(budget),
-        preprocess=preprocess, batch_size=check_positive_int("batch_size", batch_size), indices=indices,
+        preprocess=preprocess, batch_size=check_positive_int("batch_size", batch_size), indices=_check_indices(indices, ds.num_samples),
         num_workers=num_workers, device=_check_device(model, device), distributed=distributed,
     )
     candidates, source = run.candidates(ds.num_samples)

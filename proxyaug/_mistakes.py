@@ -16,7 +16,7 @@ class MistakeTracker:
     """Which samples a model predicted wrongly in training, accumulated like a metric.
 
     [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe] feeds it every training batch
-    (``update``, on the logits' device, no host sync); [`refresh()`][proxyaug.refresh.refresh] asks
+    (``update``, on the logits' device, no host sync); [`refresh()`][proxyaug.refresh] asks
     for the samples to scan (``compute``, the union over ranks under ``torch.distributed``) and
     uses them up (``reset``). Its state survives a restart through ``state_dict``.
 

@@ -12,7 +12,7 @@ __all__ = ["RefreshReport"]
 
 @dataclasses.dataclass(eq=False)
 class RefreshReport:
-    """What one [`refresh()`][proxyaug.refresh.refresh] did.
+    """What one [`refresh()`][proxyaug.refresh] did.
 
     Attributes:
         scanned: images whose predictions were checked.
@@ -47,7 +47,7 @@ class RefreshReport:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
         >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(6, 1, 4, 4), torch.tensor([0, 1] * 3)))
-        >>> report = ds.refresh(net, fraction=1.0)
+        >>> report = pa.refresh(net, ds, fraction=1.0)
         >>> report.scanned, report.wrong == report.written, report.source
         (6, True, 'all')
     """
