@@ -7,7 +7,7 @@ Examples:
     (True, False)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import attention, capture, functional, metrics, protocol, selection, viz
 from ._refresh import refresh

@@ -177,3 +177,77 @@ def test_no_schedule_in_the_docs_refreshes_after_its_last_epoch():
             assert max(schedule.refresh_epochs) < schedule.epochs - 1, f"{page.name}: {spec}"
             found += 1
     assert found >= 3
+
+
+def _api_calls(code, types):
+    """``(object, name, keywords, line)`` of every call of a ``pa.`` name in a block, and of a method of an
+    object the page made with one (``ds = pa.ProxyDataset(...)``, then ``ds.observe(...)``); ``types`` maps
+    those variables to their classes across the page's blocks."""
+    import ast
+
+    tree = ast.parse(code)
+    for node in ast.walk(tree):  # the variables a block makes from a class of the package
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1:
+            target, owner = node.targets[0], _resolve(node.value.func, {})
+            if isinstance(target, ast.Name) and inspect.isclass(owner):
+                types[target.id] = owner
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            obj = _resolve(node.func, types)
+            if obj is not None:
+                yield obj, ast.unparse(node.func), [k.arg for k in node.keywords if k.arg], node.lineno
+
+
+def _resolve(func, types):
+    """What ``func`` (``pa.a.b`` or ``var.method``) names in the package, ``None`` if it is not ours;
+    a missing attribute raises ``AttributeError`` with its dotted name."""
+    import ast
+
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return None
+    if func.id in ("pa", "proxyaug"):
+        obj = pa
+    elif func.id in types and len(parts) == 1:  # a method (attributes set in __init__ are not the class's)
+        obj = types[func.id]
+    else:
+        return None
+    for part in reversed(parts):
+        if not hasattr(obj, part):
+            raise AttributeError(f"{func.id}.{'.'.join(reversed(parts))}: {getattr(obj, '__name__', obj)} has no {part!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("page", PAGES + [ROOT / "README.md"], ids=[p.relative_to(ROOT).as_posix() for p in PAGES + [ROOT / "README.md"]])
+def test_every_proxyaug_call_in_the_docs_exists_and_takes_its_keywords(page):
+    """The code on a page says what the package takes: a renamed function or method, or a removed
+    keyword, fails here (``ds.refresh(model, method=...)`` after 0.2 did)."""
+    types = {}
+    for code in _python_blocks(page):
+        try:
+            calls = list(_api_calls(code, types))
+        except AttributeError as err:
+            raise AssertionError(f"{page.name}: {err}") from None
+        for obj, name, keywords, line in calls:
+            if not callable(obj):
+                continue
+            try:
+                params = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters
+            except (TypeError, ValueError):
+                continue
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                continue
+            unknown = sorted(set(keywords) - set(params))
+            assert not unknown, f"{page.name}: {name}(...) (block line {line}) passes {unknown}, which it does not take"
+
+
+def test_the_docs_call_check_catches_a_stale_call():
+    types = {}
+    with pytest.raises(AttributeError, match=r"ds.refresh: ProxyDataset has no 'refresh'"):
+        list(_api_calls("ds = pa.ProxyDataset(train_set)\nds.refresh(model)", types))
+    ((_, name, keywords, _),) = list(_api_calls("pa.refresh(model, ds, method='gradcam')", {}))
+    assert name == "pa.refresh" and keywords == ["method"]
