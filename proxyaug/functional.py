@@ -12,14 +12,14 @@ normalised per image; pixels where the result exceeds ``threshold`` are replaced
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_images, check_unit_interval, describe
-from ._device import to_device
+from ._device import compiling, to_device
 
 __all__ = [
     "MODES", "DEFAULT_MODE", "DEFAULT_THRESHOLD", "DEFAULT_WEIGHT", "DEFAULT_P",
@@ -137,21 +137,111 @@ def default_blur_sigma(size: Sequence[int]) -> float:
     return max(1.0, min(int(size[0]), int(size[1])) / 32.0)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(B, C, H, W)`` images with Kornia: radius ``ceil(3 * sigma)`` (capped to
-    fit the image), reflect padding.
+def gaussian_blur(x: torch.Tensor, sigma: float, *, exact: bool = False) -> torch.Tensor:
+    r"""Gaussian blur of ``(B, C, H, W)`` images: Kornia's kernel, reflect padding, fast on a CPU.
+
+    The kernel is Kornia's ``gaussian_blur2d``: radius ``ceil(3 * sigma)`` (capped to fit the
+    image), samples of ``exp(-t^2 / (2 sigma^2))`` normalised to sum 1, ``"reflect"`` borders.
+
+    - **Exact** (``exact=True``, and always where ``sigma < 6`` or a side is under 192 px):
+      the same operator, computed as two matrix products with the ``(H, H)`` and ``(W, W)``
+      matrices of the 1-D blur (padding folded in, cached per size, sigma, dtype and device). It
+      equals Kornia's result up to float rounding (1e-6) and takes an eighth of its time on a
+      CPU at 224 px. With the default sigma, images under 192 px (28, 32, 128 px) are blurred so.
+    - **Half resolution** (the default from ``sigma >= 6`` on images of 192 px a side and more,
+      so from 192 px with the default sigma): the reflect-padded image is averaged over 2 x 2
+      blocks, blurred there with ``sqrt(sigma^2 - 1) / 2`` (the box, that blur and the bilinear
+      upsampling back add up to sigma's variance) and upsampled bilinearly: 60 % of the exact
+      path's time at 224 px. Against the exact blur at 224 px (sigma 7), on images in [0, 1]:
+      at most 0.0010 (mean 0.0002) on smooth random images and on upscaled digits, 0.0032 on
+      sharp stripes, edges and checkerboards, 0.0043 (mean 0.0007) on white noise; at 192 px
+      (sigma 6), the closest case, 0.0044 and 0.0057. A constant image stays constant.
+
+    Args:
+        x: images ``(B, C, H, W)``, floating point; ``float16`` / ``bfloat16`` are blurred in
+            ``float32`` and returned in their dtype.
+        sigma: the standard deviation in pixels, positive.
+        exact: compute the exact blur at every sigma.
+
+    Returns:
+        The blurred images, of the shape, dtype and device of ``x``.
 
     Examples:
+        >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 2] = 1.0
+        >>> gaussian_blur(x, 1.0)[0, 0, 2]
+        tensor([0.0431, 0.0984, 0.1592, 0.0984, 0.0431])
         >>> gaussian_blur(torch.ones(1, 1, 5, 5), 1.0).allclose(torch.ones(1, 1, 5, 5))
         True
+        >>> x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        >>> fast, slow = gaussian_blur(x, 7.0), gaussian_blur(x, 7.0, exact=True)
+        >>> bool((fast - slow).abs().max() < 0.005)
+        True
     """
+    height, width = x.shape[-2:]
     radius = int(math.ceil(3.0 * sigma))
     # reflect padding needs the kernel to fit in the image
-    radius = max(1, min(radius, x.shape[-2] - 1, x.shape[-1] - 1)) if min(x.shape[-2:]) > 1 else 0
+    radius = max(1, min(radius, height - 1, width - 1)) if min(height, width) > 1 else 0
     if radius == 0:
         return x
-    k = 2 * radius + 1
-    return kornia.filters.gaussian_blur2d(x, (k, k), (float(sigma), float(sigma)), border_type="reflect")
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # as Kornia: half in float32
+    halve = not exact and sigma >= _HALVE_FROM_SIGMA and min(height, width) >= _HALVE_FROM_SIZE and radius == math.ceil(3.0 * sigma)
+    out = _blur_halved(work, float(sigma)) if halve else None
+    if out is None:
+        rows = _blur_matrix(height, float(sigma), radius, work.dtype, work.device)
+        cols = rows if width == height else _blur_matrix(width, float(sigma), radius, work.dtype, work.device)
+        out = rows @ work @ cols.T
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)  # the layout of x, as a convolution keeps it
+    return out.to(x.dtype)
+
+
+# Kornia's gaussian_blur2d runs a depthwise convolution and builds its kernel on every call: 190 ms
+# for a (32, 3, 224, 224) batch on a 2-core CPU, 8 % of a ResNet-18 training step. The same separable
+# operator as two matrix products takes 25 ms, and cached matrices leave no per-call setup (0.3 ms
+# of Kornia's 0.6 ms at 28 px). So the blur is ours; tests/test_functional.py checks it against Kornia.
+_MATRICES: "OrderedDict[Tuple[int, float, int, torch.dtype, torch.device], torch.Tensor]" = OrderedDict()
+_MATRICES_KEPT = 16
+# Half resolution from sigma 6 (the error grows as (2 / sigma)^2: 0.011 on noise at sigma 4) and 192 px
+# (under it the exact products cost no more on a 2-core CPU). A factor of 3 at sigma 9 doubled the error
+# on stripes at the border (pooling aliases a 3-pixel period), so the factor stays 2.
+_HALVE_FROM_SIGMA, _HALVE_FROM_SIZE = 6.0, 192
+
+
+def _blur_matrix(n: int, sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``(n, n)`` matrix of Kornia's 1-D Gaussian blur with reflect padding: ``out = M @ signal``."""
+    key = (n, sigma, radius, dtype, device)
+    if not compiling() and key in _MATRICES:
+        _MATRICES.move_to_end(key)
+        return _MATRICES[key]
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-(taps**2) / (2.0 * sigma**2))
+    rows = torch.arange(n).view(-1, 1).expand(n, 2 * radius + 1)
+    cols = (rows + taps.long()).abs()  # reflect at 0 ...
+    cols = torch.where(cols > n - 1, 2 * (n - 1) - cols, cols)  # ... and at n - 1 (radius < n: one fold)
+    matrix = torch.zeros(n, n, dtype=torch.float64).index_put_((rows, cols), (kernel / kernel.sum()).expand_as(rows), accumulate=True)
+    matrix = to_device(matrix.to(dtype), device)
+    if not compiling():  # a traced call builds its matrices in the graph; eager calls share them
+        _MATRICES[key] = matrix
+        while len(_MATRICES) > _MATRICES_KEPT:
+            _MATRICES.popitem(last=False)
+    return matrix
+
+
+def _blur_halved(x: torch.Tensor, sigma: float) -> Optional[torch.Tensor]:
+    """The blur at half resolution (see ``gaussian_blur``); None where the padding does not fit the image."""
+    height, width = x.shape[-2:]
+    low_sigma = math.sqrt(sigma**2 - 1.0) / 2.0  # the box (variance 1/3 px^2) and the tent (2/3) add 1 px^2 per axis
+    low_radius = int(math.ceil(3.0 * low_sigma))
+    pad = 2 * (low_radius + 1)  # the half-resolution blur never reaches the padded image's edge
+    if pad + 1 > min(height, width) - 1:
+        return None  # reflect padding must stay inside the image
+    low = F.avg_pool2d(F.pad(x, (pad, pad + width % 2, pad, pad + height % 2), mode="reflect"), 2)
+    # the half-resolution rows under the image, and one on either side for the bilinear upsampling
+    first, keep_h, keep_w = low_radius, (height + 1) // 2 + 2, (width + 1) // 2 + 2
+    rows = _blur_matrix(low.shape[-2], low_sigma, low_radius, x.dtype, x.device)[first : first + keep_h]
+    cols = _blur_matrix(low.shape[-1], low_sigma, low_radius, x.dtype, x.device)[first : first + keep_w]
+    up = F.interpolate(rows @ low @ cols.T, scale_factor=2, mode="bilinear", align_corners=False)
+    return up[..., 2 : 2 + height, 2 : 2 + width]
 
 
 # -- replacement modes: one function each, looked up by name ----------------------------------
@@ -204,7 +294,10 @@ def replace(
     - ``blend``: `x' = (1 - λ M) x` on `S` (``lambda = weight``), else `x`;
     - ``black``: 0 on `S`;
     - ``mean``: the image's own per-channel mean over ``H, W`` on `S`;
-    - ``blur``: a Gaussian-blurred copy of the image (Kornia, sigma ``blur_sigma``) on `S`.
+    - ``blur``: a Gaussian-blurred copy of the image ([`gaussian_blur()`][proxyaug.functional.gaussian_blur],
+      sigma ``blur_sigma``) on `S`: Kornia's reflect-padded blur, exact under 192 px a side or
+      sigma 6; from there computed at half resolution, within 0.001 of the exact blur on smooth
+      images in [0, 1] at 224 px, 0.0032 on sharp patterns and 0.0043 on white noise.
 
     Each sample is transformed with probability ``p``; samples whose ``present`` flag is False
     are returned unchanged, as are all samples when ``p == 0``. A ``uint8`` batch (values in
@@ -241,6 +334,14 @@ def replace(
         >>> replace(x, maps, mode="black", threshold=0.4)
         tensor([[[[0., 1.],
                   [1., 0.]]]])
+        >>> x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        >>> maps = torch.rand(1, 7, 7, generator=torch.Generator().manual_seed(1))
+        >>> sel = upsample_maps(maps, (224, 224)) > 0.5
+        >>> out = replace(x, maps, mode="blur", threshold=0.5)  # default sigma 7 at 224 px
+        >>> torch.equal(out, torch.where(sel, gaussian_blur(x, 7.0), x))
+        True
+        >>> bool((out - torch.where(sel, gaussian_blur(x, 7.0, exact=True), x)).abs().max() < 0.01)
+        True
     """
     check_images("x", x, allow_uint8=True)
     mode = check_choice("mode", mode, MODES)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -167,3 +169,102 @@ def test_modes_are_a_registry_one_function_and_one_line_each(monkeypatch):
     out = F.replace(x, maps, "white", threshold=0.6)
     sel = _upsampled(maps, (8, 8)) > 0.6
     assert torch.equal(out, torch.where(sel, torch.ones_like(x), x))
+
+
+# -- the blur: exact products, the reduced path at 192 px and more, cached matrices -----------------
+def _kornia_blur(x, sigma):
+    kornia = pytest.importorskip("kornia")
+    r = max(1, min(math.ceil(3 * sigma), x.shape[-2] - 1, x.shape[-1] - 1))
+    return kornia.filters.gaussian_blur2d(x, (2 * r + 1, 2 * r + 1), (sigma, sigma), border_type="reflect")
+
+
+def _smooth(n, size, device):
+    """Random images with structure at 4 scales, min-max scaled to [0, 1]."""
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.nn.functional.interpolate(torch.rand(n, 3, c, c, generator=g), size=(size, size), mode="bicubic", align_corners=False) for c in (4, 8, 16, 32)]
+    x = sum(parts)
+    x = (x - x.amin(dim=(1, 2, 3), keepdim=True)) / (x.amax(dim=(1, 2, 3), keepdim=True) - x.amin(dim=(1, 2, 3), keepdim=True))
+    return x.to(device)
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 3, 8, 8), 1.5), ((2, 3, 30, 17), 2.5), ((1, 1, 8, 8), 5.0), ((2, 3, 224, 224), 7.0), ((1, 2, 200, 150), 6.0)])
+def test_exact_blur_is_kornias_up_to_rounding(shape, sigma, device):
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
+    torch.testing.assert_close(F.gaussian_blur(x, sigma, exact=True), _kornia_blur(x, sigma), rtol=0, atol=1e-12)
+    small = x.float()
+    torch.testing.assert_close(F.gaussian_blur(small, sigma, exact=True), _kornia_blur(small, sigma), rtol=0, atol=1e-6)
+
+
+def test_fast_blur_is_within_the_documented_difference_of_the_exact_one(device):
+    # the docstring's figures at 224 px, sigma 7 (half resolution): smooth images 0.0010 (mean 0.0002),
+    # sharp patterns 0.0032, white noise 0.0043 (mean 0.0007); a band at the border checks the reflect padding
+    noise = torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(5)).to(device)
+    border = torch.zeros(2, 3, 224, 224, device=device)
+    border[..., :3] = 1.0  # a bright band along the left edge: reflect padding doubles it
+    border[1, :, :, 100:] = 1.0
+    for x, most, mean in [(_smooth(8, 224, device), 0.0012, 2e-4), (noise, 0.0045, 7e-4), (border, 0.0035, 2e-4)]:
+        diff = (F.gaussian_blur(x, 7.0) - F.gaussian_blur(x, 7.0, exact=True)).abs()
+        assert diff.max() <= most and diff.mean() <= mean, (float(diff.max()), float(diff.mean()))
+        assert diff.max() > 0  # the reduced path ran
+    # by hand: reflect mirrors columns 1, 2 to -1, -2, so column 0 sums the taps t = -2..2 (zero padding: 0..2)
+    k = torch.exp(-torch.arange(-21.0, 22.0) ** 2 / (2 * 7.0**2))
+    by_hand = float(k[19:24].sum() / k.sum())
+    assert by_hand == pytest.approx(float(F.gaussian_blur(border[:1], 7.0, exact=True)[0, 0, 112, 0]), abs=1e-6)
+    assert by_hand == pytest.approx(float(F.gaussian_blur(border[:1], 7.0)[0, 0, 112, 0]), abs=0.0035)
+
+
+def test_fast_blur_on_upscaled_digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    d = torch.tensor(datasets.load_digits().images[:32], dtype=torch.float32)[:, None] / 16.0
+    x = torch.nn.functional.interpolate(d, size=(224, 224), mode="bilinear", align_corners=False).clamp(0, 1)
+    diff = (F.gaussian_blur(x, 7.0) - F.gaussian_blur(x, 7.0, exact=True)).abs()
+    assert diff.max() <= 0.0012 and diff.mean() <= 2e-4
+
+
+@pytest.mark.parametrize("size", [28, 32, 128, 191])
+def test_images_under_192_px_are_blurred_exactly_at_the_default_sigma(size, device):
+    x = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    sigma = F.default_blur_sigma((size, size))
+    assert torch.equal(F.gaussian_blur(x, sigma), F.gaussian_blur(x, sigma, exact=True))
+    if size == 128:  # and a sigma under 6 at any size
+        x = torch.nn.functional.interpolate(x, size=(256, 256))
+        assert torch.equal(F.gaussian_blur(x, 5.9), F.gaussian_blur(x, 5.9, exact=True))
+
+
+@pytest.mark.parametrize("size, sigma", [(8, 1.0), (28, 1.0), (224, 7.0), (192, 6.0), (251, 7.5), (200, 60.0)])
+def test_a_constant_image_stays_constant(size, sigma, device):
+    for exact in (False, True):
+        out = F.gaussian_blur(torch.full((2, 3, size, size), 0.3, device=device), sigma, exact=exact)
+        torch.testing.assert_close(out, torch.full_like(out, 0.3), rtol=0, atol=1e-6)
+
+
+def test_blur_matrices_are_cached_per_size_sigma_dtype_and_device(device):
+    F._MATRICES.clear()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = F.gaussian_blur(x.float(), 1.5)
+    assert len(F._MATRICES) == 1 and F.gaussian_blur(x.float(), 1.5).equal(first)  # a hit, no new matrix
+    # float64 after float32 on the same size and sigma: its own matrix, at float64's precision
+    torch.testing.assert_close(F.gaussian_blur(x, 1.5), _kornia_blur(x, 1.5), rtol=0, atol=1e-12)
+    moved = F.gaussian_blur(x.float().to(device), 1.5)
+    assert moved.device == x.float().to(device).device and torch.allclose(moved.cpu(), first, atol=1e-6)
+    assert F.gaussian_blur(x.float().to("meta"), 1.5).device.type == "meta"
+    for (n, sigma, radius, dtype, where), matrix in F._MATRICES.items():
+        assert (matrix.shape, matrix.dtype, matrix.device) == ((n, n), dtype, where)
+    assert {(k[3], k[4].type) for k in F._MATRICES} >= {(torch.float32, "cpu"), (torch.float64, "cpu"), (torch.float32, "meta")}
+    assert len({k[3:] for k in F._MATRICES}) == len(F._MATRICES)  # one matrix per dtype and device here
+    for i in range(F._MATRICES_KEPT + 4):  # a bounded cache
+        F.gaussian_blur(x[..., : 4 + i % 8, :], 1.0 + i)
+    assert len(F._MATRICES) <= F._MATRICES_KEPT
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_reduced_blur_keeps_dtype_and_layout(dtype, channels_last, device):
+    x = _smooth(2, 192, device)
+    maps = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(3)).to(device)
+    low = (x * 255).round().to(dtype) if dtype == torch.uint8 else x.to(dtype)
+    low = low.contiguous(memory_format=torch.channels_last) if channels_last else low
+    out = F.replace(low, maps, "blur", threshold=0.3)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    expect = F.replace(low.float(), maps, "blur", threshold=0.3)  # blurred in float32 in both
+    torch.testing.assert_close(out.float(), expect.round() if dtype == torch.uint8 else expect.to(dtype).float(), rtol=0, atol=0)
