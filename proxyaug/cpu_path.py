@@ -35,7 +35,7 @@ class CpuPath:
         self.proxy = ProxyTransform(bank, **proxy)
 
     def __call__(self, x: torch.Tensor, row: int) -> torch.Tensor:
-        return self.proxy(x, row)  # one (C, H, W) image and its row
+        return self.proxy.replace(x, row)  # one (C, H, W) image and its row: the image alone
 
 
 def measure_resolution(

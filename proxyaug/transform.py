@@ -20,8 +20,9 @@ __all__ = ["ProxyTransform"]
 _IMAGE_KEY, _IDX_KEY = "image", "idx"
 
 _USAGE = (
-    "Call proxy(x, idx), or pass one batch: a tuple or list with the images first and idx last, such as "
-    "(x, idx) or (x, y, idx), or a dict with the keys 'image' and 'idx'"
+    "Call proxy(x, idx), which returns (x', idx), or proxy.replace(x, idx) for the images alone; or pass one batch: "
+    "a tuple or list with the images first and idx last, such as (x, idx) or (x, y, idx), or a dict with the keys "
+    "'image' and 'idx'"
 )
 
 
@@ -38,16 +39,18 @@ class ProxyTransform(nn.Module):
     that the [`ProxyDataset`][proxyaug.ProxyDataset] holds: it is the same object). A cast of a parent
     (``nn.Sequential(proxy, model).half()``) leaves the bank's dtype alone.
 
-    **Inputs.** ``proxy(x, idx)`` returns the transformed images. So that the transform can sit in
-    ``nn.Sequential`` or ``torchvision.transforms.v2.Compose``, the index can also come inside the
-    input, and the same structure comes back with only the images replaced (torchvision v2 passes
-    what it does not transform through in the same way):
+    **Inputs.** Structure in, structure out, as torchvision v2 transforms: ``proxy(x, idx)``
+    returns the tuple ``(x', idx)``, and whatever comes with the images passes through as the very
+    same objects, so that the transform sits in ``nn.Sequential`` or
+    ``torchvision.transforms.v2.Compose`` whole. For the images alone, call
+    [`replace()`][proxyaug.ProxyTransform.replace]: ``proxy.replace(x, idx)``. The forms:
 
-    - one tuple or list, images first and ``idx`` last: ``(x, idx)`` or ``(x, y, idx)`` as a
-      [`ProxyDataset`][proxyaug.ProxyDataset] batch is;
-    - one dict (any mapping) with the keys ``"image"`` and ``"idx"``; other keys pass through;
-    - three or more arguments, images first and ``idx`` last, as ``v2.Compose`` passes them when
-      called with several: ``proxy(x, y, idx)`` returns the tuple ``(x', y, idx)``.
+    - two or more arguments, images first and ``idx`` last, as ``v2.Compose`` passes them when
+      called with several: ``proxy(x, idx)`` returns ``(x', idx)``, ``proxy(x, y, idx)`` returns
+      ``(x', y, idx)``;
+    - one tuple, list or namedtuple, images first and ``idx`` last: ``(x, idx)`` or ``(x, y, idx)``
+      as a [`ProxyDataset`][proxyaug.ProxyDataset] batch is; the same type comes back;
+    - one dict (any mapping) with the keys ``"image"`` and ``"idx"``; other keys pass through.
 
     The images are a batch ``(B, C, H, W)`` or one image ``(C, H, W)`` with a single index (a 0-d
     or one-element ``idx``, or an ``int``), returned as ``(C, H, W)``.
@@ -73,19 +76,23 @@ class ProxyTransform(nn.Module):
     Shape:
         - x: `(B, C, H, W)` or `(C, H, W)`, floating point or uint8, on the bank's device
         - idx: `(B,)` integer bank rows: the ``idx`` the dataset's items carry (on any device)
-        - output: the shape of ``x``
+        - output: ``replace()`` returns the shape of ``x``; a call, the structure it was given
 
     Examples:
         >>> bank = MaskBank(4, resolution=(2, 2))
         >>> bank.put(torch.tensor([1]), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
         >>> proxy = ProxyTransform(bank, mode="black", threshold=0.5)
-        >>> out = proxy(torch.ones(2, 3, 4, 4), torch.tensor([0, 1]))
+        >>> idx = torch.tensor([0, 1])
+        >>> out = proxy.replace(torch.ones(2, 3, 4, 4), idx)  # the images alone
         >>> bool(out[0].eq(1).all()), out[1, 0]
         (True, tensor([[0., 0., 1., 1.],
                 [0., 0., 1., 1.],
                 [1., 1., 1., 1.],
                 [1., 1., 1., 1.]]))
-        >>> x, y, idx = proxy((torch.ones(2, 3, 4, 4), torch.tensor([7, 8]), torch.tensor([0, 1])))
+        >>> x, same = proxy(torch.ones(2, 3, 4, 4), idx)  # structure in, structure out
+        >>> torch.equal(x, out), same is idx
+        (True, True)
+        >>> x, y, _ = proxy((torch.ones(2, 3, 4, 4), torch.tensor([7, 8]), idx))
         >>> torch.equal(x, out), y.tolist()
         (True, [7, 8])
         >>> batch = proxy({"image": torch.ones(3, 4, 4), "idx": 1, "label": 8})
@@ -151,20 +158,50 @@ class ProxyTransform(nn.Module):
         )
 
     def forward(self, *inputs: Any, params: Optional[Dict[str, torch.Tensor]] = None) -> Any:
-        """Transform the images with the maps stored for their ``idx``.
+        """Transform the images with the maps stored for their ``idx``; return the structure given.
 
         Args:
-            *inputs: ``x, idx``; or one batch (a tuple or list with the images first and ``idx``
-                last, or a dict with the keys ``"image"`` and ``"idx"``); or ``x, ..., idx``. The
-                images are ``(B, C, H, W)`` or one ``(C, H, W)``, on the bank's device; ``idx``
-                holds their bank rows, ``(B,)``: the ``idx`` that [`ProxyDataset`][proxyaug.ProxyDataset] items carry.
+            *inputs: ``x, idx`` or ``x, ..., idx``; or one batch (a tuple, list or namedtuple with
+                the images first and ``idx`` last, or a dict with the keys ``"image"`` and
+                ``"idx"``). The images and ``idx`` are what [`replace()`][proxyaug.ProxyTransform.replace] takes.
             params: replayed output of [`forward_parameters()`][proxyaug.ProxyTransform.forward_parameters]; drawn afresh when ``None``.
 
         Returns:
-            For ``proxy(x, idx)`` the transformed images (same shape, dtype and device as ``x``);
-            otherwise the structure given (a tuple for several arguments) with the images replaced.
+            The structure given, with the images replaced by what [`replace()`][proxyaug.ProxyTransform.replace]
+            returns and everything else passed through as the same objects: a tuple for several
+            arguments (``(x', idx)`` for ``proxy(x, idx)``), the same type for one tuple, list,
+            namedtuple or dict.
         """
         x, idx, pack = _unpack(inputs)
+        return pack(self.replace(x, idx, params=params))
+
+    def replace(self, x: torch.Tensor, idx: Any, *, params: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Return the transformed images alone (Kornia's call form; ``forward`` returns the structure given).
+
+        Named after [`proxyaug.functional.replace()`][proxyaug.functional.replace], which it calls with
+        the maps stored for ``idx``.
+
+        Args:
+            x: images ``(B, C, H, W)`` or one image ``(C, H, W)``, floating point or ``uint8``, on
+                the bank's device; a ``tv_tensors.Image`` stays one.
+            idx: their bank rows, ``(B,)`` (a tensor on any device, or a list): the ``idx`` that
+                [`ProxyDataset`][proxyaug.ProxyDataset] items carry; for one image an ``int`` or a
+                one-element tensor.
+            params: replayed output of [`forward_parameters()`][proxyaug.ProxyTransform.forward_parameters]; drawn afresh when ``None``.
+
+        Returns:
+            The images, of the shape, dtype, device and type of ``x``; ``x`` itself when nothing
+            is applied.
+
+        Examples:
+            >>> bank = MaskBank(2, resolution=(1, 2))
+            >>> bank.put(torch.tensor([1]), torch.tensor([[[1.0, 0.0]]]))
+            >>> proxy = ProxyTransform(bank, mode="black", threshold=0.5)
+            >>> proxy.replace(torch.ones(2, 1, 1, 2), torch.tensor([0, 1])).flatten().tolist()
+            [1.0, 1.0, 0.0, 1.0]
+            >>> proxy.replace(torch.ones(1, 2, 2), 1).shape  # one image (C, H, W)
+            torch.Size([1, 2, 2])
+        """
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"params must be the dict forward_parameters() returns; got {describe(params)}. {_USAGE}.")
         single = isinstance(x, torch.Tensor) and x.ndim == 3
@@ -172,9 +209,9 @@ class ProxyTransform(nn.Module):
         idx = _single_index(x, idx) if single else as_index("idx", idx, length=batch.shape[0])
         out = self._transform(batch, idx, params)
         if out is batch:
-            return pack(x)  # untouched: the very object given
+            return x  # untouched: the very object given
         out = out[0] if single else out
-        return pack(out if type(x) is torch.Tensor else out.as_subclass(type(x)))  # a tv_tensors.Image stays one
+        return out if type(x) is torch.Tensor else out.as_subclass(type(x))  # a tv_tensors.Image stays one
 
     def _transform(self, x: torch.Tensor, idx: torch.Tensor, params: Optional[Dict[str, torch.Tensor]]) -> torch.Tensor:
         if x.device != self.bank.device:
@@ -222,15 +259,9 @@ def _single_index(x: torch.Tensor, idx: Any) -> torch.Tensor:
     return as_index("idx", idx, length=1)
 
 
-def _identity(image: Any) -> Any:
-    return image
-
-
 def _unpack(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Callable[[Any], Any]]:
     """The images, ``idx``, and a function that puts new images back where the images came from."""
-    if len(inputs) == 2:
-        return inputs[0], inputs[1], _identity
-    if len(inputs) > 2:
+    if len(inputs) >= 2:  # (x, idx) as (x, y, idx): a tuple back, whatever the arity
         return inputs[0], inputs[-1], lambda image: (image, *inputs[1:])
     batch = inputs[0] if inputs else None
     if isinstance(batch, Mapping):

@@ -60,7 +60,8 @@ def test_compiled_transform_equals_eager_and_eager_checks_still_run(mode, device
     proxy = ProxyTransform(bank, mode=mode, threshold=0.5, weight=0.4, p=0.5)
     params = proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))
     compiled = torch.compile(proxy, backend="eager", fullgraph=True)  # fullgraph: a break raises
-    assert torch.equal(compiled(x, idx, params=params), proxy(x, idx, params=params))
+    out, back = compiled(x, idx, params=params)  # (x', idx): structure in, structure out
+    assert torch.equal(out, proxy.replace(x, idx, params=params)) and back is idx
     with pytest.raises(IndexError, match=r"idx contains 8, out of range for a bank of 8 samples"):
         proxy(x, torch.tensor([0, 1, 3, 8]))  # eager, validate_args on: the host checks run
 
@@ -82,4 +83,26 @@ def test_transform_on_the_device_with_a_cpu_idx_is_one_graph(device):
     torch._dynamo.reset()
     params = proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))
     compiled = torch.compile(proxy, backend="eager", fullgraph=True)
-    assert torch.equal(compiled(x, idx, params=params), proxy(x, idx, params=params))
+    assert torch.equal(compiled(x, idx, params=params)[0], proxy.replace(x, idx, params=params))
+
+
+@pytest.mark.parametrize("mode", F.MODES)
+def test_replace_the_images_alone_is_one_graph_and_equals_eager(mode, device):
+    bank, x, idx = _case(device)
+    proxy = ProxyTransform(bank, mode=mode, threshold=0.5, p=0.5)
+    params = proxy.forward_parameters(x.shape, device=device, generator=torch.Generator().manual_seed(2))
+    _assert_one_graph(torch._dynamo.explain(proxy.replace)(x, idx, params=params))
+    compiled = torch.compile(proxy.replace, backend="eager", fullgraph=True)
+    assert torch.equal(compiled(x, idx, params=params), proxy.replace(x, idx, params=params))
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["reduced", "exact"])
+def test_the_blur_at_224_px_is_one_graph_and_equals_eager(exact, device):
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
+    _assert_one_graph(torch._dynamo.explain(F.gaussian_blur)(x, 7.0, exact=exact))  # matrices built in the graph
+    compiled = torch.compile(F.gaussian_blur, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, 7.0, exact=exact), F.gaussian_blur(x, 7.0, exact=exact), rtol=0, atol=1e-6)
+    bank = MaskBank(2, resolution=(4, 4), device=device)
+    bank.put(torch.tensor([0, 1]), torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)))
+    proxy = ProxyTransform(bank, mode="blur", threshold=0.5)
+    _assert_one_graph(torch._dynamo.explain(proxy.replace)(x, torch.tensor([0, 1])))

@@ -18,7 +18,7 @@ def _rand(*shape, device, seed=0):
 
 def test_unmapped_samples_pass_through_untouched(bank, device):
     x = _rand(4, 3, 16, 16, device=device)
-    out = ProxyTransform(bank, mode="black", threshold=0.3)(x, torch.tensor([0, 1, 2, 3]))
+    out = ProxyTransform(bank, mode="black", threshold=0.3).replace(x, torch.tensor([0, 1, 2, 3]))
     assert torch.equal(out[0], x[0]) and torch.equal(out[2], x[2])
     assert not torch.equal(out[1], x[1]) and not torch.equal(out[3], x[3])
 
@@ -26,7 +26,7 @@ def test_unmapped_samples_pass_through_untouched(bank, device):
 def test_equals_functional_on_bank_maps(bank, device):
     x = _rand(2, 3, 16, 16, device=device)
     idx = torch.tensor([3, 1])
-    out = ProxyTransform(bank, mode="blend", threshold=0.5, weight=0.4)(x, idx)
+    out = ProxyTransform(bank, mode="blend", threshold=0.5, weight=0.4).replace(x, idx)
     maps, _ = bank.get(idx)
     torch.testing.assert_close(out, F.replace(x, maps, "blend", 0.5, 0.4), rtol=0, atol=0)
 
@@ -34,22 +34,22 @@ def test_equals_functional_on_bank_maps(bank, device):
 def test_p_zero_identity_and_replayed_params(bank, device):
     x = _rand(2, 3, 8, 8, device=device)
     idx = torch.tensor([1, 3])
-    assert ProxyTransform(bank, p=0.0)(x, idx) is x
+    assert ProxyTransform(bank, p=0.0).replace(x, idx) is x
     proxy = ProxyTransform(bank, mode="mean", threshold=0.2, p=0.5)
     params = proxy.forward_parameters(2, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(proxy(x, idx, params=params), proxy(x, idx, params=params))
+    assert torch.equal(proxy.replace(x, idx, params=params), proxy.replace(x, idx, params=params))
 
 
 def test_bank_without_maps_yet_is_identity():
     x = torch.rand(2, 3, 8, 8)
-    assert ProxyTransform(MaskBank(4, resolution=None))(x, torch.tensor([0, 3])) is x
+    assert ProxyTransform(MaskBank(4, resolution=None)).replace(x, torch.tensor([0, 3])) is x
     with pytest.raises(IndexError, match="out of range"):
         ProxyTransform(MaskBank(4, resolution=None))(x, torch.tensor([0, 4]))
 
 
 def test_idx_accepts_lists_and_transform_state(bank, device):
     proxy = ProxyTransform(bank)
-    out = proxy(_rand(2, 3, 8, 8, device=device), [1, 3])
+    out = proxy.replace(_rand(2, 3, 8, 8, device=device), [1, 3])
     assert out.shape == (2, 3, 8, 8) and out.device.type == device.type
     assert set(proxy.state_dict()) == {"bank.maps", "bank.present"}
     assert "mode='blend'" in repr(proxy)
@@ -89,7 +89,7 @@ def test_cuda_device_mismatch_and_to(cuda_only):
     with pytest.raises(RuntimeError, match=r"x is on cuda:0 but the bank is on cpu"):
         proxy(x, torch.tensor([1, 3]))
     proxy.to("cuda")
-    assert bank.device.type == "cuda" and proxy(x, torch.tensor([1, 3])).is_cuda
+    assert bank.device.type == "cuda" and proxy.replace(x, torch.tensor([1, 3])).is_cuda
 
 
 def test_first_float_batch_is_range_checked_once(bank, device):
@@ -117,7 +117,7 @@ def test_per_batch_path_does_not_synchronise_on_cuda(device, no_host_sync, mode)
     proxy(x, idx)  # warm-up: first-use allocations, and the one range check of the first batch
     ds.observe(idx, logits, labels)
     with no_host_sync():
-        out = proxy(x, idx)
+        out = proxy.replace(x, idx)
         ds.observe(idx, logits, labels)
         bank.get(idx)
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -130,13 +130,13 @@ def test_per_batch_path_does_not_synchronise_on_cuda(device, no_host_sync, mode)
 def test_autocast_and_reduced_precision_batches(bank, device, mode, dtype):
     x, idx = _rand(4, 3, 16, 16, device=device), torch.tensor([0, 1, 2, 3])
     proxy = ProxyTransform(bank, mode=mode, threshold=0.3)
-    expect = proxy(x, idx)
+    expect = proxy.replace(x, idx)
     with torch.autocast(device.type, dtype=dtype):  # float32 images in an autocast region: float32 out
-        out = proxy(x, idx)
+        out = proxy.replace(x, idx)
     assert out.dtype == torch.float32
     # only the blur's convolution runs in the lower precision under autocast
     torch.testing.assert_close(out, expect, rtol=0, atol=2e-2 if mode == "blur" else 0)
-    low = proxy(x.to(dtype), idx)  # images already in the lower precision stay in it
+    low = proxy.replace(x.to(dtype), idx)  # images already in the lower precision stay in it
     assert low.dtype == dtype and low.device.type == device.type
     torch.testing.assert_close(low.float(), expect, rtol=0, atol=2e-2)
     assert torch.equal(low[0].float(), x[0].to(dtype).float())  # an unmapped sample passes through
@@ -146,9 +146,9 @@ def test_autocast_and_reduced_precision_batches(bank, device, mode, dtype):
 def test_channels_last_batches_keep_their_layout_and_values(bank, device, mode):
     x, idx = _rand(4, 3, 16, 16, device=device), torch.tensor([0, 1, 2, 3])
     proxy = ProxyTransform(bank, mode=mode, threshold=0.3)
-    out = proxy(x.contiguous(memory_format=torch.channels_last), idx)
+    out = proxy.replace(x.contiguous(memory_format=torch.channels_last), idx)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, proxy(x, idx), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, proxy.replace(x, idx), rtol=0, atol=1e-6)
 
 
 # -- forward_parameters takes Kornia's batch_shape; repr; validate_args ----------------------------

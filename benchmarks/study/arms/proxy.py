@@ -50,11 +50,11 @@ class Proxy(RefreshingArm):
         self.transform = pa.ProxyTransform(ds.bank, mode=s["mode"], threshold=s["threshold"], weight=s["weight"])
 
     def apply(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        return self.transform(x, idx)
+        return self.transform.replace(x, idx)
 
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = self.ds.bank.device
         x = torch.stack([self.ds.dataset[int(i)][0] for i in rows % len(self.ds.dataset)]).to(device)
         maps, _ = self.ds.bank.get(rows)
-        out = self.transform(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=device)})
+        out = self.transform.replace(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=device)})
         return x.cpu(), maps.float().cpu(), out.cpu()
