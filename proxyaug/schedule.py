@@ -258,4 +258,7 @@ class PlateauSchedule(ProxySchedule):
         self.cooldown_left, self.refreshes = int(state["cooldown_left"]), int(state["refreshes"])
 
     def __repr__(self) -> str:
-        return f"PlateauSchedule(patience={self.patience}, mode={self.mode!r}, min_delta={self.min_delta}, cooldown={self.cooldown})"
+        return (
+            f"PlateauSchedule(patience={self.patience}, mode={self.mode!r}, min_delta={self.min_delta}, "
+            f"cooldown={self.cooldown}, warmup={self.warmup}, max_refreshes={self.max_refreshes})"
+        )

@@ -65,6 +65,12 @@ def test_on_plateau_min_mode_and_errors():
         ProxySchedule.on_plateau(mode="up")
 
 
+def test_on_plateau_repr_names_every_setting():
+    s = ProxySchedule.on_plateau(patience=3, mode="min", min_delta=0.01, cooldown=1, warmup=2, max_refreshes=4)
+    assert repr(s) == "PlateauSchedule(patience=3, mode='min', min_delta=0.01, cooldown=1, warmup=2, max_refreshes=4)"
+    assert repr(ProxySchedule.on_plateau()).endswith("cooldown=0, warmup=0, max_refreshes=None)")
+
+
 # -- on_plateau against torch's ReduceLROnPlateau ----------------------------------------------------
 def _reductions(metrics, patience, cooldown, mode, min_delta):
     """Epochs after which ReduceLROnPlateau lowers the LR (its patience counts epochs *beyond* ours)."""
