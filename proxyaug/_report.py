@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 
-__all__ = ["RefreshReport"]
+__all__ = ["RefreshReport", "agreed_layer"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -23,7 +23,8 @@ class RefreshReport:
         scan_seconds: time of the scan (forward passes under ``no_grad``).
         attention_seconds: time spent computing maps.
         method: the CAM method used.
-        layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated.
+        layer: name(s) of the target layer(s) in ``model.named_modules()``, comma-separated; the
+            same on every rank under ``torch.distributed``, also on a rank that computed no map.
         indices: sample indices (of the wrapped dataset) that received a map, sorted (CPU ``int64``).
         rows: the bank rows those maps went to (equal to ``indices`` unless ``proxies="append"``,
             see [`ProxyDataset.rows()`][proxyaug.ProxyDataset.rows]).
@@ -39,6 +40,7 @@ class RefreshReport:
             rule (``budget=None``), else the share of ``scanned`` or the count given. ``chosen`` is
             below it when fewer images qualify (``select="wrong"`` maps wrong images only).
         budget_rule: the budget as given: ``"thesis"``, ``"share 0.05"`` or ``"count 256"``.
+        dropped: maps that ``reset=True`` removed from the bank (samples that had one and got none).
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -71,6 +73,7 @@ class RefreshReport:
     resolution: Optional[Tuple[int, int]] = None
     budget: int = 0
     budget_rule: str = "thesis"
+    dropped: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -83,12 +86,35 @@ class RefreshReport:
         return self.written / self.attention_seconds if self.attention_seconds > 0 else float("inf")
 
     def __str__(self) -> str:
+        dropped = f"reset dropped {self.dropped} earlier map{'s' if self.dropped != 1 else ''}" if self.dropped else ""
         if self.wrong == 0 and self.chosen == 0:
-            return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); the bank is unchanged ({self.seconds:.2f} s)"
+            change = dropped or "the bank is unchanged"
+            return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); {change} ({self.seconds:.2f} s)"
         size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
         short = f" of a budget of {self.budget} ({self.budget_rule})" if self.chosen < self.budget else ""
         return (
             f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}{short}, "
-            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'} in {self.seconds:.2f} s "
-            f"({self.images_per_s:.0f} images/s)"
+            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'}{', ' + dropped if dropped else ''} "
+            f"in {self.seconds:.2f} s ({self.images_per_s:.0f} images/s)"
         )
+
+
+def agreed_layer(shard: Any, name: str) -> str:
+    """The target layer name(s) every rank reports: ``name``, or on a rank that resolved none (it computed
+    no map, so ``name`` is empty) the name the other ranks resolved. A collective under a ``shard``
+    (this rank's ``Shard`` of the process group); ``name`` itself without one.
+
+    The ranks resolve the same layers of the same model, so the non-empty names agree; their bytes'
+    element-wise maximum over the ranks is that name.
+
+    Examples:
+        >>> agreed_layer(None, "layer4")
+        'layer4'
+    """
+    if shard is None:
+        return name
+    data = torch.tensor(list(name.encode()), dtype=torch.int32)
+    size = int(shard.max(torch.tensor([data.numel()]))[0])
+    padded = torch.zeros(size, dtype=torch.int32)
+    padded[: data.numel()] = data
+    return bytes(shard.max(padded).tolist()).decode()

@@ -206,3 +206,18 @@ def test_without_pytorch_grad_cam_the_native_methods_work_and_the_others_name_th
     assert pa.attention_maps(model, x, pa.MapSpec("gradcam++")).shape == (2, 8, 8)
     with pytest.raises(ValueError, match=r"method='scorecam' is not supported.*pip install 'proxyaug\[gradcam\]'"):
         pa.attention_maps(model, x, pa.MapSpec("scorecam"))
+
+
+def test_a_twice_called_layer_without_gradients_is_read_at_its_first_call():
+    # EigenCAM records the layer's output without a graph: the first call's, as with gradients
+    torch.manual_seed(0)
+    stem, block = nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    model = nn.Sequential(stem, nn.ReLU(), block, block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        first = block(stem(x).relu())
+        second = block(first)
+    by_call = [pa.functional.normalize_maps(pa.attention.eigen_projection(a).clamp_min(0)) for a in (first, second)]
+    maps = pa.attention_maps(model, x, pa.MapSpec("eigencam", layer="2"))
+    torch.testing.assert_close(maps, by_call[0], atol=1e-5, rtol=0)
+    assert (maps - by_call[1]).abs().max() > 0.1

@@ -107,3 +107,23 @@ def test_a_refresh_that_fails_on_one_rank_fails_on_every_rank(tmp_path):
     r0, r1 = ((tmp_path / f"rank{r}.txt").read_text().split("\n", 1) for r in (0, 1))
     assert r1 == ["True", "RuntimeError: broken batch on rank 1"]
     assert r0[0] == "True" and r0[1].startswith("RuntimeError: refresh failed on rank(s) [1] of 2")
+
+
+def _layer_worker(rank: int, world: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        ds, model = _setup()
+        # one chosen sample: rank 0 maps it, rank 1 computes no map (and, with layer=None, finds no layer itself)
+        report = pa.refresh(model, ds, select="loss", budget=1, indices=[0, 1, 2, 3], batch_size=8)
+        torch.save({"layer": report.layer, "computed": report.computed}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.xfail(strict=True, reason="needs refresh() to report the agreed layer: _refresh.py, see proxyaug._report.agreed_layer")
+def test_every_rank_reports_the_layer_also_one_that_computed_no_map(tmp_path):
+    mp.spawn(_layer_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert (r0["computed"], r1["computed"]) == (1, 0)
+    assert r0["layer"] == r1["layer"] == "features"

@@ -142,3 +142,48 @@ def test_a_training_step_returning_none_skips_the_batch(tmp_path, with_capture):
         assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
     else:  # only the trained batches' mistakes were recorded
         assert callback.reports[0].source == "observed" and set(callback.reports[0].indices.tolist()) <= set(range(8)) | set(range(16, 24))
+
+
+class _Order(torch.utils.data.Sampler):
+    """Items in a fixed order: a resumed loader that goes on where the interrupted one stopped."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+
+class _Deterministic(Observing):
+    def __init__(self, ds):
+        super().__init__(ds)
+        self.net.drop.p = 0.0  # a resumed fit does not replay the interrupted one's dropout draws
+
+
+def test_a_checkpoint_saved_mid_epoch_carries_the_staged_maps_and_a_resumed_fit_commits_them(tmp_path):
+    def fit(sampler, ckpt_path=None, checkpoint=None):
+        ds = _ds()
+        capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="net.features.3"), select="random", budget=32)
+        callback = ProxyAttention(ds, "p", capture=capture)  # commit after epoch 0
+        callbacks = [callback] + ([checkpoint] if checkpoint else [])
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=str(tmp_path), callbacks=callbacks)
+        trainer.fit(_Deterministic(ds), DataLoader(ds, batch_size=8, sampler=sampler), ckpt_path=ckpt_path)
+        return ds, callback
+
+    # the whole epoch, with a checkpoint after its second batch (16 samples staged, none committed)
+    every_two = L.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
+    full, full_callback = fit(range(32), checkpoint=every_two)
+    mid = tmp_path / "step=2.ckpt"
+    saved = torch.load(mid, weights_only=False)["callbacks"]
+    staged = next(v for k, v in saved.items() if k.startswith("ProxyAttention"))["capture"]
+    assert torch.equal(staged["rows"], torch.arange(16)) and staged["maps"].shape == (16, 8, 8)
+    # resumed from it: Lightning runs the epoch's last two batches (our loader goes on at item 16)
+    resumed, callback = fit(list(range(16, 32)) + list(range(16)), ckpt_path=str(mid))
+    (report,) = callback.reports
+    assert report.scanned == 32 and report.written == 32 == full_callback.reports[0].written
+    assert torch.equal(resumed.bank.present, full.bank.present) and resumed.bank.present.all()
+    torch.testing.assert_close(resumed.bank.maps, full.bank.maps, atol=0, rtol=0)

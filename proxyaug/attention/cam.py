@@ -5,6 +5,8 @@ How a native map is computed, and why it costs about one forward pass:
 1. A forward hook on the (first firing) target layer replaces its output ``A`` by
    ``A.detach().requires_grad_()`` and turns gradient recording on from there: everything before
    the layer runs under ``no_grad`` as plain inference, and only the part after it builds a graph.
+   A target layer the forward calls more than once (a shared block) is read at its first call,
+   whose gradient then flows through the later calls too.
 2. ``torch.autograd.grad`` of the sum of the selected logits with respect to the target layers'
    outputs alone: no gradient flows into any parameter, so ``.grad`` fields are never written and
    frozen backbones work unchanged. EigenCAM needs no gradient and skips this step.
@@ -78,6 +80,8 @@ def _record_layers(layers: List[TargetLayer], needs_grad: bool, records: Dict[in
                     f"the target layer {layers[i].name!r} ({type(module).__name__}) returned a {type(output).__name__}; "
                     "expected a tensor. Pass layer= a module that returns one."
                 )
+            if i in records:  # a block called twice: its first call, as capture and pytorch-grad-cam read it
+                return None
             if not needs_grad:
                 records[i] = output.detach().clone()
                 return None

@@ -3,60 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
-import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .._checks import check_choice, check_index, check_labels, check_unit_interval, describe
+from .._distributed import shard_context
+from .._report import RefreshReport, agreed_layer
 from ..attention import MapSpec, as_spec, resolve_layers, unwrap
 from ..attention.layers import TargetLayer
-from .._distributed import shard_context
 from ..protocol import Refreshable, check_refreshable
-from .._report import RefreshReport
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
+from .hooks import Step, eager, is_compiled, layer_hook, pre_hook, recorded, send
 from .maps import check_geometry, step_maps, to_canonical
-from .staging import concat, gather, last_of_each
+from .staging import collect, concat, from_state, last_of_each, with_kept
 
-__all__ = ["MapCapture", "COMMITS"]
+__all__ = ["MapCapture", "COMMITS", "VIEWS"]
 
 COMMITS = ("epoch", "step")
 """When [`MapCapture`][proxyaug.MapCapture] writes the bank: at ``commit()`` (``"epoch"``) or after every step."""
 
-
-@dataclasses.dataclass
-class _Step:
-    """What one step recorded; dropped when the step ends."""
-
-    size: Optional[Tuple[int, int]] = None  # the model's input (H, W)
-    acts: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
-    grads: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
-    handles: List[Any] = dataclasses.field(default_factory=list)
-    rows: Optional[torch.Tensor] = None
-    wrong: Optional[torch.Tensor] = None
-    score: Optional[torch.Tensor] = None
-    resolving: bool = False
-    discarded: bool = False
-
-
-def _is_compiled(model: nn.Module) -> bool:
-    """Whether ``model`` (or what DDP / DataParallel wrap) is a ``torch.compile`` module."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return hasattr(model, "_orig_mod")
-
-
-def _eager(compiled: bool) -> Any:
-    """A context in which a compiled model runs eagerly (its graph would skip hooks added after compiling)."""
-    if not compiled:
-        return contextlib.nullcontext()
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:  # torch < 2.6: the step runs compiled, the hooks may not fire (then: a warning, no maps)
-        return contextlib.nullcontext()
-    return set_stance("force_eager")
+VIEWS = ("canonical", "all")
+"""Which steps' images [`MapCapture`][proxyaug.MapCapture] maps: the canonical ones only (the default), or every one."""
 
 
 class MapCapture:
@@ -64,19 +34,36 @@ class MapCapture:
 
     ``with capture.step(model):`` records the target layer's output ``A`` and, in your
     ``loss.backward()``, ``dL/dA``; inside it call [`observe()`][proxyaug.MapCapture.observe] with
-    the batch's ``idx``, logits and labels. When the step ends, the batch's maps (Grad-CAM of the
-    loss by default, ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``, normalised per image) are staged;
+    the batch's ``idx``, logits and labels (it also records the batch's mistakes in
+    ``ds.mistakes``, as [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe] does: call only
+    this one). When the step ends, the batch's maps are staged: the ``spec``'s native method
+    (Grad-CAM++ by default, ``MapSpec()``, as everywhere in proxyaug) on ``A`` and ``dL/dA``, the
+    loss gradient in place of a class score's (Grad-CAM, ``MapSpec("gradcam")``, is
+    ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``), normalised per image; any positive factor of the
+    loss cancels (see [`step_maps()`][proxyaug.capture.step_maps]).
     [`commit()`][proxyaug.MapCapture.commit] chooses among the staged samples as a refresh chooses
     among a scan's and writes the bank in one step (``commit="epoch"``: when you call it;
     ``"step"``: after every step).
 
+    **A map in the bank describes the canonical image**, as a refresh's does, not the proxy image
+    the model was shown. With ``views="canonical"`` (the default) a sample whose bank row held a
+    map when its step ran (so the proxy transform may have changed its image) is not staged: it
+    keeps the map it has, which was computed on its canonical image, is not counted by the
+    commit, and its observed mistake is not used up. Mapping the proxy image instead makes maps
+    oscillate: in ``"black"`` or ``"mean"`` mode the masked region no longer looks salient, so the
+    next map moves to the second most salient region, and the commit after moves it back (A, B,
+    A, B on a fixed model); with ``proxies="append"`` whichever view the shuffle drew last would
+    win. With ``proxies="replace"`` a sample with a map is then only revised by a refresh; with
+    ``"append"`` its original item is canonical and keeps its map current. ``views="all"`` maps
+    every step's image as the model saw it (the behaviour of proxyaug 0.1).
+
     A step whose ``A`` or ``dL/dA`` holds inf or NaN (a GradScaler step that overflowed) stages
-    nothing. A sample staged twice keeps its last map. Each commit counts as one refresh of
-    ``ds`` (``ds.refreshes``, the default seed) and uses up the mistakes ``ds.observe`` recorded
-    for the samples it considered. Under ``torch.distributed`` every rank stages its own
-    samples and every rank calls ``commit`` at the same point: the staged samples are gathered
-    and every rank writes the same maps. Staged maps are not part of any ``state_dict``: commit
-    before checkpointing.
+    nothing. A sample staged twice keeps its last map. Each commit that considered a sample counts
+    as one refresh of ``ds`` (``ds.refreshes``, the default seed) and uses up the mistakes
+    recorded for the samples it considered. Under ``torch.distributed`` every rank stages its own
+    samples and every rank calls ``commit`` (and ``state_dict``) at the same point: the staged
+    samples are gathered and every rank writes the same maps. The staged samples survive a
+    checkpoint through [`state_dict()`][proxyaug.MapCapture.state_dict].
 
     Args:
         ds: a [`ProxyDataset`][proxyaug.ProxyDataset] or any [`Refreshable`][proxyaug.protocol.Refreshable].
@@ -93,8 +80,11 @@ class MapCapture:
         geometry: the ``kornia.augmentation.AugmentationSequential`` that runs between the proxy
             transform and the model: maps are brought back to the dataset's frame through its
             inverse (the parameters of its last call). Geometry it cannot invert is refused.
-        reset: drop the maps of samples not chosen at each commit.
+        reset: at each commit, drop the maps of the samples it considered and did not choose
+            (samples it did not consider, such as those shown as their proxy, keep theirs).
         distributed: as for [`refresh()`][proxyaug.refresh].
+        views: ``"canonical"`` (stage only steps whose image was the canonical one, see above) or
+            ``"all"`` (stage every step's image, proxy or not).
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -107,7 +97,7 @@ class MapCapture:
         >>> x, y, idx = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
         >>> with capture.step(net):
         ...     logits = net(x)
-        ...     capture.observe(idx, logits, y)
+        ...     capture.observe(idx, logits, y)  # the batch's rows and mistakes
         ...     nn.functional.cross_entropy(logits, y).backward()
         >>> report = capture.commit()
         >>> report.written == int((logits.argmax(1) != y).sum()) == int(ds.bank.present.sum())
@@ -127,6 +117,7 @@ class MapCapture:
         geometry: Any = None,
         reset: bool = False,
         distributed: Optional[bool] = None,
+        views: str = "canonical",
     ) -> None:
         check_refreshable(ds)
         self.spec = as_spec(spec)
@@ -138,16 +129,18 @@ class MapCapture:
         self.ds, self.fraction = ds, check_unit_interval("fraction", fraction, low_open=True)
         self.select, self.budget = check_choice("select", select, SELECT), check_budget(budget)
         self.mode, self.seed, self.reset, self.distributed = check_choice("commit", commit, COMMITS), seed, bool(reset), distributed
+        self.views = check_choice("views", views, VIEWS)
         self.geometry = check_geometry(geometry)
         self.layers: Optional[List[TargetLayer]] = None
         self._model: Optional[nn.Module] = None  # the module the layers were resolved on
-        self._active: Optional[_Step] = None
+        self._active: Optional[Step] = None
         self._staged: List[Tuple[torch.Tensor, ...]] = []
         self._seconds = 0.0
 
     @property
     def staged(self) -> int:
-        """Samples staged since the last commit (a sample staged twice counts twice).
+        """Samples staged since the last commit (a sample staged twice counts twice; with
+        ``views="canonical"``, only the steps that showed the canonical image). Reads flags on the host.
 
         Examples:
             >>> from torch.utils.data import TensorDataset
@@ -155,7 +148,7 @@ class MapCapture:
             >>> pa.MapCapture(pa.ProxyDataset(TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2).long()))).staged
             0
         """
-        return sum(int(b[0].numel()) for b in self._staged)
+        return sum(int(b[5].sum()) for b in self._staged)
 
     # -- the step ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -166,7 +159,8 @@ class MapCapture:
         model runs this step eagerly (``torch.compiler.set_stance("force_eager")``), since its graph
         ignores hooks added after it was compiled. The hooks are removed when the block ends, by an
         exception too; nothing of the step is kept after it. With gradient accumulation, use one
-        block per micro-batch.
+        block per micro-batch. A target layer the forward calls several times is read at its
+        first call. A step whose forward ran under ``no_grad`` (only) captures nothing and warns.
 
         Raises:
             RuntimeError: a step inside a step; a step that ran the target layer but never called
@@ -189,18 +183,19 @@ class MapCapture:
         if self._active is not None:
             raise RuntimeError("capture.step() blocks do not nest; end the previous step first.")
         inner = unwrap(model)
-        st = self._active = _Step()
+        st = self._active = Step()
         start = time.perf_counter()
         try:
             if self._model is not inner:
                 self.layers, self._model = None, inner
             if self.layers is None and self.spec.layer is not None:
                 self.layers = resolve_layers(inner, self.spec.layer, None, self.spec.reshape)
-            st.handles.append(inner.register_forward_pre_hook(self._pre_hook(inner, st)))
             if self.layers is not None:
                 self._hook_layers(st)
+            resolve = None if self.layers is not None else (lambda x: self._resolve(inner, st, x))
+            st.handles.append(inner.register_forward_pre_hook(pre_hook(st, resolve)))
             self._seconds += time.perf_counter() - start
-            with _eager(_is_compiled(model)):
+            with eager(is_compiled(model)):
                 yield self
             start = time.perf_counter()
             self._finish(st)
@@ -212,56 +207,23 @@ class MapCapture:
             self.commit()
         self._seconds += time.perf_counter() - start
 
-    def _pre_hook(self, inner: nn.Module, st: _Step) -> Any:
-        def hook(module: nn.Module, inputs: Any) -> None:
-            if st.resolving or st.size is not None:
-                return
-            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-            st.size = tuple(x.shape[-2:]) if x is not None and x.ndim >= 2 else (0, 0)
-            if self.layers is None:  # layer=None: found now, on this input (eval mode, no_grad, once)
-                if x is None:
-                    raise ValueError("layer=None needs the model's first positional input to be the image batch; pass layer=.")
-                st.resolving = True
-                try:
-                    self.layers = resolve_layers(inner, None, x.detach(), self.spec.reshape)
-                finally:
-                    st.resolving = False
-                self._hook_layers(st)
+    def _resolve(self, inner: nn.Module, st: Step, x: torch.Tensor) -> None:
+        """``layer=None``: the target layer, found on the step's first input (eval mode, no_grad, once), hooked."""
+        self.layers = resolve_layers(inner, None, x, self.spec.reshape)
+        self._hook_layers(st)
 
-        return hook
-
-    def _hook_layers(self, st: _Step) -> None:
+    def _hook_layers(self, st: Step) -> None:
         for i, layer in enumerate(self.layers or []):
-            st.handles.append(layer.module.register_forward_hook(self._layer_hook(i, st)))
-
-    def _layer_hook(self, i: int, st: _Step) -> Any:
-        name = self.layers[i].name if self.layers else "?"
-
-        def on_grad(grad: torch.Tensor) -> None:
-            st.grads[i] = grad  # read only: the gradient flows on unchanged
-
-        def hook(module: nn.Module, inputs: Any, output: Any) -> Optional[torch.Tensor]:
-            if st.resolving or i in st.acts:  # the first call of the layer in the step only
-                return None
-            if not isinstance(output, torch.Tensor):
-                raise ValueError(f"the target layer {name!r} ({type(module).__name__}) returned a {type(output).__name__}; expected a tensor.")
-            replaced = None
-            if not output.requires_grad:
-                if not torch.is_grad_enabled():
-                    return None  # a forward under no_grad (an evaluation inside the step): nothing to read
-                # the layer and everything before it are frozen: no gradient would stop here. A leaf that
-                # requires it does (its clone goes on, so in-place ops downstream stay legal); the values,
-                # and every parameter's gradient, are unchanged.
-                output = output.detach().requires_grad_(True)
-                replaced = output.clone()
-            st.acts[i] = output.detach().clone()  # a copy: in-place ops after the layer must not change it
-            st.handles.append(output.register_hook(on_grad))
-            return replaced
-
-        return hook
+            st.handles.append(layer.module.register_forward_hook(layer_hook(i, layer.name, st)))
 
     def observe(self, idx: Any, logits: torch.Tensor, labels: Any) -> None:
-        """Say which samples the step's batch holds: call it once inside each ``step`` block.
+        """Say which samples the step's batch holds, and record its mistakes: call it once inside each ``step`` block.
+
+        It records the batch's mistakes in ``ds.mistakes`` as
+        [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe] does (do not call both), reads
+        which of the batch's rows held a map (``views="canonical"``), and keeps the rows, wrong
+        flags and policy scores for the step's maps: all on the logits' device, with no host sync
+        (``idx`` and ``labels`` from the host are sent from pinned memory without blocking).
 
         Args:
             idx: the items' ``idx`` ``(B,)``: bank rows, as [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe] takes.
@@ -284,10 +246,15 @@ class MapCapture:
             raise ValueError(f"logits must be a tensor of shape (B, num_classes); got {describe(logits)}.")
         if st.rows is not None:
             raise RuntimeError("capture.observe() was called twice in one step; call it once, with the whole batch.")
-        st.rows = check_index("idx", idx, size=len(self.ds.bank), length=logits.shape[0]).to(logits.device)
-        labels = check_labels("labels", labels, logits.shape[0]).to(logits.device)
+        bank, device = self.ds.bank, logits.device
+        rows = check_index("idx", idx, size=len(bank), length=logits.shape[0])
+        labels = send(check_labels("labels", labels, logits.shape[0]), device)
+        st.rows = send(rows, device)
+        self.ds.mistakes.update(st.rows % self.ds.num_samples, logits, labels)
         st.wrong = logits.detach().argmax(dim=1) != labels
         st.score = scores(self.select, logits.detach(), labels)
+        if self.views == "canonical":  # a row that holds a map: the proxy transform may have changed the image
+            st.canonical = ~send(bank.present[send(rows, bank.device)], device)
 
     def discard(self) -> None:
         """Stage nothing from the running step: for a batch your loop skips (no loss, no backward).
@@ -311,51 +278,32 @@ class MapCapture:
         self._active.discarded = True
 
     # -- maps ----------------------------------------------------------------------------------
-    def _finish(self, st: _Step) -> None:
+    def _finish(self, st: Step) -> None:
         """Compute the step's maps and stage them."""
-        if st.discarded:
+        if st.discarded or not recorded(st, self.layers or []):
             return
-        if not st.acts:
-            if st.rows is not None:
-                warnings.warn(
-                    "capture: the target layer did not run under the capture's hook in this step (a graph compiled "
-                    "before the hooks existed skips them: torch.compile'd functions, or torch < 2.6); nothing was "
-                    "captured. Pass the compiled module itself to capture.step(), or capture without compiling.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-            return
-        if st.rows is None:
-            raise RuntimeError("the step ran the model but never called capture.observe(idx, logits, labels); call it inside the step.")
-        layers = self.layers or []
-        if len(st.acts) != len(layers):
-            absent = [t.name for i, t in enumerate(layers) if i not in st.acts]
-            raise ValueError(f"the target layer(s) {absent} were not called in the forward pass; pass layer= modules the model uses.")
-        missing = [layers[i].name for i in st.acts if i not in st.grads]
-        if missing:
-            raise RuntimeError(
-                f"no gradient reached the target layer(s) {missing} in this step; call loss.backward() inside the "
-                "capture.step() block (the optimizer may step after it)."
-            )
         maps, ok = step_maps(self.spec, self.layers or [], st.acts, st.grads, st.size or (0, 0))
         if self.geometry is not None:
             maps = to_canonical(self.geometry, maps, st.size, self.ds.bank.resolution)
-        if maps.shape[0] != st.rows.numel():
-            raise ValueError(f"the target layer saw {maps.shape[0]} images but observe() got {st.rows.numel()}; expected one idx per image.")
-        score = st.score if st.score is not None else torch.zeros_like(st.rows, dtype=torch.float32)
-        self._staged.append((st.rows, maps.to(self.ds.bank.maps.dtype), st.wrong, score, ok.expand(st.rows.numel())))
+        rows = st.rows
+        if maps.shape[0] != rows.numel():
+            raise ValueError(f"the target layer saw {maps.shape[0]} images but observe() got {rows.numel()}; expected one idx per image.")
+        score = st.score if st.score is not None else torch.zeros_like(rows, dtype=torch.float32)
+        canonical = st.canonical if st.canonical is not None else torch.ones_like(rows, dtype=torch.bool)
+        self._staged.append((rows, maps.to(self.ds.bank.maps.dtype), st.wrong, score, ok.expand(rows.numel()), canonical))
 
     # -- writing the bank ----------------------------------------------------------------------
     def commit(self) -> RefreshReport:
         """Choose among the staged samples and write their maps into the bank, in one step.
 
         Every rank calls it at the same point under ``torch.distributed``. With ``commit="step"``
-        each step calls it; with ``"epoch"`` you do (nothing staged: nothing written, nothing counted).
+        each step calls it; with ``"epoch"`` you do (nothing staged from a canonical image:
+        nothing written, nothing counted).
 
         Returns:
             A [`RefreshReport`][proxyaug.RefreshReport] with ``source="capture"``: ``scanned`` the
             distinct samples staged, ``wrong`` those predicted wrongly in their step, ``skipped``
-            the samples of steps with non-finite gradients.
+            the samples of steps with non-finite gradients, ``dropped`` the maps ``reset`` removed.
 
         Examples:
             >>> from torch.utils.data import TensorDataset
@@ -365,37 +313,31 @@ class MapCapture:
             0
         """
         start = time.perf_counter()
-        staged, self._staged = self._staged, []
-        rows, maps, wrong, score, ok = concat(staged)
-        computed = int(rows.numel())
+        local, self._staged = concat(self._staged), []
         shard = shard_context(self.distributed)
-        if shard is not None:
-            rows, maps, wrong, score, ok = gather(shard, rows, maps, wrong, score, ok)
-        ok = ok.cpu()
+        rows, maps, wrong, score, ok = collect(local, shard)
         skipped = int((~ok).sum())
-        n = self.ds.num_samples
-        samples = rows.cpu()[ok] % n  # with proxies="append" an extra item counts for its sample
+        samples = rows[ok] % self.ds.num_samples  # with proxies="append" an extra item counts for its sample
         keep = last_of_each(samples)
         samples, maps = samples[keep], maps[ok.to(maps.device)][keep.to(maps.device)]
-        wrong, score = wrong.cpu()[ok][keep], score.cpu()[ok][keep]
+        wrong, score = wrong[ok][keep], score[ok][keep]
         seed = self.ds.refreshes if self.seed is None else self.seed
         chosen = choose(self.select, samples, wrong, score, self.fraction, seed, budget=self.budget)
-        pos = torch.searchsorted(samples, chosen)
+        new = maps[torch.searchsorted(samples, chosen).to(maps.device)].float()
+        write, values, dropped = with_kept(self.ds, samples, chosen, new) if self.reset else (chosen, new, 0)
         report = RefreshReport(
             scanned=samples.numel(), wrong=int(wrong.sum()), chosen=chosen.numel(), written=chosen.numel(), seconds=0.0,
             scan_seconds=0.0, attention_seconds=self._seconds, method=self.spec.name,
-            layer=",".join(t.name for t in self.layers or []), indices=chosen, source="capture", skipped=skipped,
-            select=self.select, world_size=shard.world_size if shard else 1, computed=computed,
-            rows=self.ds.rows(chosen), resolution=tuple(maps.shape[-2:]) if chosen.numel() else None,
+            layer=agreed_layer(shard, ",".join(t.name for t in self.layers or [])), indices=chosen, source="capture",
+            skipped=skipped, select=self.select, world_size=shard.world_size if shard else 1, computed=int(local[5].sum()),
+            rows=self.ds.rows(chosen), resolution=tuple(maps.shape[-2:]) if chosen.numel() else None, dropped=dropped,
             budget=budget_size(self.budget, wrong=int(wrong.sum()), scanned=samples.numel(), fraction=self.fraction),
             budget_rule="thesis" if self.budget is None else f"{'share' if isinstance(self.budget, float) else 'count'} {self.budget}",
         )
         self._seconds = 0.0
-        if samples.numel() or self.reset:  # the same on every rank
-            self.ds.commit(
-                chosen if chosen.numel() else None, maps[pos.to(maps.device)].float() if chosen.numel() else None,
-                reset=self.reset, report=report, scanned=samples,
-            )
+        if samples.numel():  # the same on every rank
+            some = bool(write.numel())
+            self.ds.commit(write if some else None, values if some else None, reset=self.reset, report=report, scanned=samples)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -410,3 +352,47 @@ class MapCapture:
             0
         """
         self._staged = []
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The samples staged since the last commit, of every rank: what a checkpoint taken mid-epoch needs.
+
+        Under ``torch.distributed`` this is a collective, as torchmetrics' state sync is: every
+        rank calls it at the same point (Lightning does, on every rank, when it saves a
+        checkpoint), and every rank returns every rank's staged samples, in the order a commit
+        would gather them. Staged samples of proxy images (``views="canonical"``) are left out.
+
+        Returns:
+            ``{"rows", "maps", "wrong", "score", "ok"}``: one entry per staged sample, CPU tensors
+            (``maps`` ``(K, h, w)`` in the bank's dtype).
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> import proxyaug as pa
+            >>> capture = pa.MapCapture(pa.ProxyDataset(TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2).long())))
+            >>> sorted(capture.state_dict())
+            ['maps', 'ok', 'rows', 'score', 'wrong']
+        """
+        rows, maps, wrong, score, ok = collect(concat(self._staged), shard_context(self.distributed))
+        return {"rows": rows, "maps": maps.cpu().to(self.ds.bank.maps.dtype), "wrong": wrong, "score": score, "ok": ok}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Stage what [`state_dict()`][proxyaug.MapCapture.state_dict] returned, in place of anything staged.
+
+        Under ``torch.distributed`` each rank keeps its share (positions ``rank, rank + world,
+        ...``), so the next commit gathers every saved sample once, in its saved order, before the
+        samples staged after the restart; the world size may differ from the saving run's.
+
+        Examples:
+            >>> from torch.utils.data import TensorDataset
+            >>> import proxyaug as pa
+            >>> ds = pa.ProxyDataset(TensorDataset(torch.rand(4, 1, 4, 4), torch.zeros(4).long()))
+            >>> capture = pa.MapCapture(ds)
+            >>> capture.load_state_dict({"rows": torch.tensor([2]), "maps": torch.ones(1, 2, 2), "wrong": torch.tensor([True]),
+            ...                          "score": torch.zeros(1), "ok": torch.tensor([True])})
+            >>> capture.staged, capture.commit().indices
+            (1, tensor([2]))
+        """
+        bank = self.ds.bank
+        batch = from_state(state, shard_context(self.distributed), rows=len(bank), device=bank.device, dtype=bank.maps.dtype)
+        self._staged = [batch] if batch[0].numel() else []

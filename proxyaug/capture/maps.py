@@ -22,6 +22,8 @@ def _no_autocast(device: torch.device) -> Any:
         on = torch.is_autocast_enabled(device.type)
     except TypeError:  # an older torch without the device argument
         on = True
+    except RuntimeError:  # a device type autocast does not know ("meta"): nothing to turn off
+        on = False
     return torch.autocast(device_type=device.type, enabled=False) if on else contextlib.nullcontext()
 
 
@@ -30,18 +32,31 @@ def step_maps(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """A batch's maps ``(B, h, w)`` in [0, 1] from its activations and loss gradients, and whether those were finite.
 
-    The same formula, order and float32 arithmetic as a refresh's native maps (ReLU, per-image
-    min-max, several layers averaged), with the loss gradient in place of the class score's; each
-    map is divided by its maximum before the min-max, so that any positive scale of the loss
-    (``1/B``, a GradScaler's, gradient accumulation's) cancels exactly, not up to min-max's ``1e-7``.
+    The formula, order and float32 arithmetic of a refresh's native maps (the method's channel
+    contributions, ReLU, per-image min-max, several layers averaged), with the loss gradient in
+    place of the class score's, and one step before them: each image's ``dL/dA`` is divided by
+    its largest magnitude (over channels and positions, per layer). So every native method sees
+    the same gradient for any positive factor of the loss (the batch mean's ``1/B``, a
+    GradScaler's scale, ``1/accumulation_steps``, a rank's share of the batch): the maps are
+    bit-identical for a power-of-two factor (when the scaled gradient neither underflows nor
+    overflows its dtype, as a GradScaler keeps fp16 gradients) and equal up to the backward's
+    rounding for any other.
+    Without it, Grad-CAM++ would change with the factor: its weights are not homogeneous in the
+    gradient (``g^2 / (2 g^2 + sum(A) g^3 + 1e-6)``, and at ``B = 64`` the ``1e-6`` dominates).
+    Each map is also divided by its maximum before the min-max, so that min-max's ``1e-7`` meets
+    values of order one.
 
     Examples:
         >>> from proxyaug.attention import TargetLayer
+        >>> _ = torch.manual_seed(0)
         >>> act, grad = torch.rand(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
         >>> maps, ok = step_maps(MapSpec("gradcam"), [TargetLayer("f", nn.Identity())], {0: act}, {0: grad}, (8, 8))
         >>> by_hand = (grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1).clamp_min(0)
-        >>> bool(torch.allclose(maps, normalize_maps(by_hand / by_hand.amax(dim=(1, 2), keepdim=True)))), bool(ok)
+        >>> bool(torch.allclose(maps, normalize_maps(by_hand / by_hand.amax(dim=(1, 2), keepdim=True)), atol=1e-6)), bool(ok)
         (True, True)
+        >>> scaled, _ = step_maps(MapSpec("gradcam++"), [TargetLayer("f", nn.Identity())], {0: act}, {0: grad / 64}, (8, 8))
+        >>> torch.equal(scaled, step_maps(MapSpec("gradcam++"), [TargetLayer("f", nn.Identity())], {0: act}, {0: grad}, (8, 8))[0])
+        True
     """
     device = next(iter(acts.values())).device
     ok = torch.ones((), dtype=torch.bool, device=device)
@@ -52,14 +67,16 @@ def step_maps(
             grad = layers[i].to_nchw(grads[i], size).float()
             # one float32 sum each: inf or NaN anywhere makes it non-finite (cheaper than isfinite().all())
             ok = ok & torch.isfinite(act.sum() + grad.sum())
+            # each image's gradient scaled to a largest magnitude of 1: a positive factor of the loss cancels
+            # here, before any method's formula (Grad-CAM++'s weights are not homogeneous in the gradient)
+            grad = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
             contrib = contributions(spec.name, act, grad)
             if spec.name in EIGEN or spec.eigen_smooth:
                 cam = eigen_projection(contrib.nan_to_num(0.0, 0.0, 0.0))
             else:
                 cam = contrib.sum(dim=1)
-            # divided by its maximum first: the loss gradient is small (the batch mean's 1/B, p - onehot), and
-            # min-max's 1e-7 would otherwise shrink it; so a GradScaler's scale, 1/B and an accumulation
-            # factor cancel exactly, and a map of O(1) values is what a refresh's normalisation sees
+            # divided by its maximum first: a map of O(1) values is what a refresh's normalisation sees, whatever
+            # the activations' magnitude (min-max's 1e-7 would otherwise weigh on small maps)
             cam = cam.clamp_min(0)
             cam = cam / cam.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(cam.dtype).tiny)
             if spec.smooth_sigma is not None:
