@@ -18,6 +18,7 @@ from .capture import MapCapture
 from .dataset import ProxyDataset
 from .schedule import EverySchedule, FixedSchedule, PlateauSchedule, ProxySchedule
 from .protocol import Refreshable
+from .sampler import ProxySampler
 from .transform import ProxyTransform
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MapCapture",
     "ProxyTransform",
     "ProxyDataset",
+    "ProxySampler",
     "RefreshReport",
     "Refreshable",
     "refresh",

@@ -9,11 +9,11 @@ device for NCCL (call ``torch.cuda.set_device(local_rank)`` first, as DDP requir
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 
-__all__ = ["Shard", "shard_context"]
+__all__ = ["Shard", "shard_context", "backend_device", "gather_on_backend"]
 
 
 class Shard:
@@ -88,6 +88,24 @@ def shard_context(distributed: Optional[bool]) -> Optional[Shard]:
         if distributed:
             raise RuntimeError("distributed=True needs an initialised torch.distributed process group of 2 or more ranks.")
         return None
-    backend = str(dist.get_backend()).lower()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    return Shard(dist.get_rank(), dist.get_world_size(), device)
+    return Shard(dist.get_rank(), dist.get_world_size(), backend_device())
+
+
+def backend_device(group: Any = None) -> torch.device:
+    """Where the collectives of ``group``'s backend run: the current CUDA device for NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    backend = str(dist.get_backend(group)).lower()
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+
+def gather_on_backend(tensor: torch.Tensor, group: Any = None) -> List[torch.Tensor]:
+    """torchmetrics' ``gather_all_tensors`` run where the backend can gather, the results back on ``tensor``'s device.
+
+    The ``dist_sync_fn`` of proxyaug's metrics and of the mistake tracker: their states live where
+    the batches are, and gloo cannot all-gather CUDA tensors nor NCCL CPU ones.
+    """
+    from torchmetrics.utilities.distributed import gather_all_tensors
+
+    device = backend_device(group)
+    return [t.to(tensor.device) for t in gather_all_tensors(tensor.to(device), group=group)]

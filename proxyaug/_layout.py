@@ -2,12 +2,12 @@
 
 Two layouts, chosen with ``ProxyDataset(proxies=...)``:
 
-- [`ReplaceLayout`][proxyaug.layout.ReplaceLayout] (``"replace"``): item ``i`` is sample ``i``,
+- ``ReplaceLayout`` (``"replace"``): item ``i`` is sample ``i``,
   its map in bank row ``i``; a sample with a map is drawn as its proxy image.
-- [`AppendLayout`][proxyaug.layout.AppendLayout] (``"append"``): the originals are items
-  ``0 .. n - 1`` in bank rows ``0 .. n - 1`` (always empty), and every sample with a map appears
-  again as an extra item whose map lives in row ``n + i``; the list of extra items is kept in
-  shared memory, so that running DataLoader workers serve the items a refresh adds.
+- ``AppendLayout`` (``"append"``): ``2 * n`` items; the originals are
+  items ``0 .. n - 1`` in bank rows ``0 .. n - 1`` (always empty), and item ``n + i``, sample ``i``
+  again with its map in row ``n + i``, is live while sample ``i`` has a map. The live flags are kept
+  in shared memory, so that running DataLoader workers serve the items a refresh adds.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class ReplaceLayout:
 
     Examples:
         >>> layout = ReplaceLayout(4)
-        >>> len(layout), layout.bank_rows, layout.locate(3), layout.rows(torch.tensor([1, 2]))
-        (4, 4, (3, 3), tensor([1, 2]))
+        >>> len(layout), layout.bank_rows, layout.locate(3), layout.rows(torch.tensor([1, 2])), layout.items()
+        (4, 4, (3, 3), tensor([1, 2]), tensor([0, 1, 2, 3]))
     """
 
     name = "replace"
@@ -51,53 +51,68 @@ class ReplaceLayout:
         """Bank rows of ``samples``."""
         return check_index("samples", samples, size=self.num_samples)
 
+    def items(self) -> torch.Tensor:
+        """The items that can be drawn now, ascending."""
+        return torch.arange(self.num_samples)
+
     def sync(self, present: torch.Tensor) -> None:
         """Follow the bank after it changed (``present``: its presence flags)."""
 
 
 class AppendLayout(ReplaceLayout):
-    """Originals as items ``0 .. n - 1``; each sample with a map again as an extra item, map in row ``n + i``.
+    """Originals as items ``0 .. n - 1``; item ``n + i`` is sample ``i`` again, map in row ``n + i``, live
+    while sample ``i`` has a map.
+
+    The length stays ``2 * n`` (samplers that fix their length when built, as ``DistributedSampler``
+    does, keep working); [`ProxySampler`][proxyaug.ProxySampler] draws the live items only.
 
     Examples:
         >>> layout = AppendLayout(4)
         >>> present = torch.zeros(8, dtype=torch.bool); present[[4 + 1, 4 + 3]] = True
         >>> layout.sync(present)
-        >>> len(layout), layout.bank_rows, layout.locate(5), layout.rows(torch.tensor([1, 3]))
-        (6, 8, (3, 7), tensor([5, 7]))
+        >>> len(layout), layout.bank_rows, layout.locate(7), layout.rows(torch.tensor([1, 3])), layout.items()
+        (8, 8, (3, 7), tensor([5, 7]), tensor([0, 1, 2, 3, 5, 7]))
     """
 
     name = "append"
 
     def __init__(self, num_samples: int) -> None:
         super().__init__(num_samples)
-        # the samples with a map, in order (the first `count` entries), in shared memory so that
-        # running DataLoader workers (persistent ones, the CPU path) see every refresh
-        self.extra = torch.zeros(num_samples, dtype=torch.long).share_memory_()
-        self.count = torch.zeros(1, dtype=torch.long).share_memory_()
+        # extra item n + i is live (sample i has a map): in shared memory, so that running DataLoader
+        # workers (persistent ones, the CPU path) see every refresh
+        self.live = torch.zeros(num_samples, dtype=torch.bool).share_memory_()
 
     @property
     def bank_rows(self) -> int:
         return 2 * self.num_samples
 
     def __len__(self) -> int:
-        return self.num_samples + int(self.count)
+        return 2 * self.num_samples
 
     def locate(self, index: int) -> Tuple[int, int]:
-        if index < self.num_samples:
+        n = self.num_samples
+        if index < n:
             return index, index
-        k = index - self.num_samples
-        if k >= int(self.count):
-            raise IndexError(f"index {index} is out of range for a dataset of {len(self)} items.")
-        sample = int(self.extra[k])
-        return sample, self.num_samples + sample
+        if index >= 2 * n:
+            raise IndexError(f"index {index} is out of range for a dataset of {2 * n} items (proxies='append': {n} originals, {n} extra slots).")
+        sample = index - n
+        if not bool(self.live[sample]):
+            raise IndexError(
+                f"item {index} is the extra slot of sample {sample}, which holds no map: with proxies='append' the "
+                f"dataset keeps len(ds) == 2 * {n} and only the slots of samples with a map can be drawn. Draw with "
+                "proxyaug.ProxySampler(ds), which draws the live items only, instead of shuffle=True or a plain sampler."
+            )
+        return sample, index
 
     def rows(self, samples: Any) -> torch.Tensor:
         return super().rows(samples) + self.num_samples
 
+    def items(self) -> torch.Tensor:
+        n = self.num_samples
+        return torch.cat([torch.arange(n), n + self.live.nonzero().flatten()])
+
     def sync(self, present: torch.Tensor) -> None:
-        found = present[self.num_samples :].nonzero().flatten().cpu()
-        self.extra[: found.numel()] = found  # in place: workers share this memory
-        self.count.fill_(found.numel())
+        self.live.copy_(present[self.num_samples :].cpu())  # in place: workers share this memory
 
 
 LAYOUTS = {layout.name: layout for layout in (ReplaceLayout, AppendLayout)}

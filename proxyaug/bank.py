@@ -46,7 +46,9 @@ class MaskBank(nn.Module):
     A parent's cast leaves the bank's dtype alone: ``nn.Sequential(proxy, model).half()`` (or
     ``.double()``, ``.to(torch.float64)``) converts the model, not the stored maps, and a bank in
     shared memory keeps its storage; a move (``.to("cuda")``) moves it, keeping its dtype. To
-    change the storage dtype, call the cast on the bank itself (``bank.to(torch.float32)``).
+    change the storage dtype, call the cast on the bank itself (``bank.to(torch.float32)``); a bank
+    in shared memory (the CPU path) refuses a cast or a move that would leave it: build the dataset
+    with the ``dtype`` it should store.
 
     Args:
         num_samples: ``N``, the size of the dataset the bank covers.
@@ -201,8 +203,12 @@ class MaskBank(nn.Module):
         # the shared-memory storage DataLoader workers hold), as torchmetrics keeps its states'. Moves
         # still apply. fn is probed on a 0-d tensor like each buffer to tell a pure cast (skipped,
         # nothing allocated) from a move (applied, then cast back). A cast called on the bank itself
-        # (bank.to(torch.float32), bank.half()) is the user's choice of storage and applies.
-        if getattr(self, "_own_cast", False):
+        # (bank.to(torch.float32), bank.half()) is the user's choice of storage and applies, except
+        # on a bank in shared memory, which neither a cast nor a move may leave (see below).
+        own = getattr(self, "_own_cast", None)  # the bank's own call running ("to(torch.float32)"), if any
+        if self.maps.is_shared() or self.present.is_shared():
+            self._stay_shared(fn, own)
+        if own:
             return super()._apply(fn, recurse)
 
         def keep_dtype(t: torch.Tensor) -> torch.Tensor:
@@ -212,6 +218,24 @@ class MaskBank(nn.Module):
             return t if probe.device == t.device else fn(t).to(t.dtype)
 
         return super()._apply(keep_dtype, recurse)
+
+    def _stay_shared(self, fn: Callable[[torch.Tensor], torch.Tensor], own: Optional[str]) -> None:
+        """Refuse a cast or a move that would give a shared bank new storage: DataLoader workers
+        (the CPU path) keep the old one and would never see a later refresh."""
+        probe = fn(self.maps.new_zeros(()))
+        call = f"bank.{own}" if own else "moving the module that holds it"
+        if own and probe.dtype != self.maps.dtype:
+            raise ValueError(
+                f"{call} would cast the maps to {probe.dtype}, but this bank stores {self.maps.dtype} in shared memory, "
+                "which DataLoader workers hold: the cast would give it new storage that the workers never see, nor "
+                f"any later refresh. Build the dataset with dtype={probe.dtype} instead."
+            )
+        if probe.device != self.maps.device:
+            raise ValueError(
+                f"{call} would move the maps to {probe.device}, but this bank lives in shared memory on the CPU, which "
+                "DataLoader workers hold (the CPU path): they would keep the old maps and never see a later refresh. "
+                "Keep it on the CPU: the CPU path applies the maps in the workers."
+            )
 
     # -- persistence -----------------------------------------------------------------------
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
@@ -293,11 +317,12 @@ class MaskBank(nn.Module):
 def _cast_by_the_bank_itself(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def cast(self: MaskBank, *args: Any, **kwargs: Any) -> Any:
-        self._own_cast = True
+        args_text = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+        self._own_cast = f"{method.__name__}({args_text})"  # for the message of a cast the bank refuses
         try:
             return method(self, *args, **kwargs)
         finally:
-            self._own_cast = False
+            self._own_cast = None
 
     return cast
 

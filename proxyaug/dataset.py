@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -41,12 +41,15 @@ class ProxyDataset(Dataset):
     The two are equal unless ``proxies="append"``.
 
     With ``proxies="append"`` the originals stay untouched and every sample with a map appears
-    again as an extra item, its proxy image (the thesis' other option), whose ``idx`` is the bank
-    row ``len(dataset) + i`` ([`AppendLayout`][proxyaug.layout.AppendLayout]), so
-    [`ProxyTransform`][proxyaug.ProxyTransform] turns exactly the extra items into proxies and your
-    loop does not change. The length changes at each refresh: samplers that read ``len`` per
-    epoch follow; give ``RandomSampler`` ``num_samples=len(dataset)`` to keep the images per epoch
-    constant. Running DataLoader workers, persistent ones included, serve the items a refresh adds.
+    again as an extra item, its proxy image (the thesis' other option). The length is fixed at
+    ``2 * len(dataset)``: item ``len(dataset) + i`` is the extra slot of sample ``i``, its ``idx``
+    the bank row that holds the map, so [`ProxyTransform`][proxyaug.ProxyTransform] turns exactly
+    the extra items into proxies and your loop does not change. A slot is *live* while its sample
+    has a map ([`live_items()`][proxyaug.ProxyDataset.live_items]); drawing one that is not raises
+    an ``IndexError``. Draw with [`ProxySampler`][proxyaug.ProxySampler] (``shuffle=True``'s
+    ``RandomSampler`` and ``DistributedSampler`` would draw empty slots): it draws the live items
+    each epoch, so the epoch follows every refresh, on one process or sharded over ranks. Running
+    DataLoader workers, persistent ones included, serve the items a refresh adds.
 
     It implements the [`Refreshable`][proxyaug.protocol.Refreshable] protocol that
     [`refresh()`][proxyaug.refresh] uses.
@@ -81,8 +84,10 @@ class ProxyDataset(Dataset):
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         >>> _ = net[0].bias.data.copy_(torch.tensor([0.0, 10.0]))  # predicts class 1 for every image
         >>> report = pa.refresh(net, extra, indices=[2])  # sample 2 (label 0) is wrong: it gets a map
-        >>> len(extra), extra[8][2], bool(extra[8][0].equal(extra[2][0]))  # sample 2 again, with idx 8 + 2
-        (9, 10, True)
+        >>> len(extra), extra[10][2], bool(extra[10][0].equal(extra[2][0])), extra.live_items().tolist()
+        (16, 10, True, [0, 1, 2, 3, 4, 5, 6, 7, 10])
+        >>> list(pa.ProxySampler(extra, shuffle=False))  # the originals and sample 2's proxy
+        [0, 1, 2, 3, 4, 5, 6, 7, 10]
     """
 
     def __init__(
@@ -110,10 +115,8 @@ class ProxyDataset(Dataset):
             got = f"a bank of {len(bank)} samples" if isinstance(bank, MaskBank) else type(bank).__name__
             need = f"2 * len(dataset)={rows} rows (proxies='append')" if proxies == "append" else f"len(dataset)={n} samples"
             raise ValueError(f"bank must be a MaskBank of {need}; got {got}.")
-        self.dataset = dataset
-        self.bank = bank
-        self.proxies = proxies
-        self.mistakes = MistakeTracker(n)
+        self.dataset, self.bank, self.proxies = dataset, bank, proxies
+        self.mistakes = MistakeTracker(n) if bank.device.type == "cpu" else MistakeTracker(n).to(bank.device)
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
         self._cpu_path: Optional[CpuPath] = None  # set by enable_cpu_path
@@ -122,6 +125,15 @@ class ProxyDataset(Dataset):
     # -- dataset protocol ------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._layout)
+
+    def __iter__(self) -> Iterator[Tuple[Any, Any, int]]:
+        return (self[i] for i in self.live_items().tolist())  # not len(self): an empty extra slot is not an item to draw
+
+    def live_items(self) -> torch.Tensor:
+        """The items that can be drawn now, ascending (CPU ``int64``): every item with ``proxies="replace"``;
+        the originals and the extra slots of the samples with a map with ``proxies="append"``. What
+        [`ProxySampler`][proxyaug.ProxySampler] draws each epoch."""
+        return self._layout.items()
 
     def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
         index = int(index)
@@ -189,7 +201,7 @@ class ProxyDataset(Dataset):
         elif reset:
             self.bank.clear()
         self._layout.sync(self.bank.present)
-        self.mistakes.reset(scanned)
+        self.mistakes.reset() if scanned is None else self.mistakes.forget(scanned)
         self.refreshes += 1
         self.last_report = report
 
@@ -289,7 +301,7 @@ class ProxyDataset(Dataset):
             state["bank"] = None
         elif not self.bank.maps.is_shared():
             private["bank"], state["bank"] = self.bank, None
-        on_cpu = self.mistakes.flags is None or self.mistakes.flags.device.type == "cpu"
+        on_cpu = self.mistakes.flags.device.type == "cpu"
         private["mistakes"], state["mistakes"] = self.mistakes if on_cpu else MistakeTracker(self.mistakes.num_samples), None
         buffer = io.BytesIO()
         torch.save(private, buffer)
@@ -337,17 +349,24 @@ class ProxyDataset(Dataset):
 
     @property
     def observed_wrong(self) -> torch.Tensor:
-        """Sample indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] since the last refresh (sorted, CPU)."""
-        return self.mistakes.compute()
+        """Sample indices recorded as wrong by [`observe()`][proxyaug.ProxyDataset.observe] on this rank since the
+        last refresh (sorted, CPU; no collective: a refresh scans those of every rank)."""
+        return self.mistakes.local()
 
     def state_dict(self) -> dict:
         """What a resumed run needs of this dataset: the bank, the refresh count (the default
-        selection seed) and the mistakes ``observe`` recorded since the last refresh.
+        selection seed) and the mistakes ``observe`` recorded since the last refresh, on every rank.
+
+        Under an initialised ``torch.distributed`` process group it is a collective, as torchmetrics'
+        ``sync`` is: every rank must call it (Lightning does, for a callback's state), and each gets
+        the union of every rank's observations, so a checkpoint written by rank 0 alone resumes with
+        the candidates an uninterrupted run's next refresh would scan (the banks are equal already).
 
         Save it with the model, the optimizer, the schedule's ``state_dict()`` (on-plateau
         schedules), ``torch.get_rng_state()`` (the transform's draws when ``p < 1``, dropout) and
-        the DataLoader generator's state; restored, training continues exactly as if it had not
-        stopped (``tests/test_resume.py``).
+        the DataLoader generator's state (or the epoch of a [`ProxySampler`][proxyaug.ProxySampler]);
+        restored, training continues exactly as if it had not stopped (``tests/test_resume.py``,
+        ``tests/test_resume_ddp.py``).
 
         Examples:
             >>> from torch.utils.data import TensorDataset
@@ -358,22 +377,22 @@ class ProxyDataset(Dataset):
             >>> again.bank.present.tolist(), again.refreshes
             ([False, False, False, True], 0)
         """
-        return {
-            "bank": {k: v.detach().cpu() for k, v in self.bank.state_dict().items()},
-            "refreshes": self.refreshes,
-            "observed": self.mistakes.state_dict()["observed"],
-        }
+        with self.mistakes.sync_context(dist_sync_fn=self.mistakes.dist_sync_fn):  # the union over ranks (none on one process)
+            observed = self.mistakes.flags.bool().cpu()
+        bank = {k: v.detach().cpu() for k, v in self.bank.state_dict().items()}
+        return {"bank": bank, "refreshes": self.refreshes, "observed": observed}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what [`state_dict()`][proxyaug.ProxyDataset.state_dict] returned (validated first)."""
+        """Restore what [`state_dict()`][proxyaug.ProxyDataset.state_dict] returned (validated first);
+        the next refresh scans the observations of every rank that saved it."""
         missing = {"bank", "refreshes", "observed"} - set(state)
         if missing:
             raise KeyError(f"state lacks {sorted(missing)}; expected ProxyDataset.state_dict() output.")
         observed = state["observed"]
         n = self._layout.num_samples
-        if observed is not None and tuple(observed.shape) != (n,):
-            raise ValueError(f"state records observations of {tuple(observed.shape)} samples; this dataset has {n}.")
+        if observed is not None and (not isinstance(observed, torch.Tensor) or tuple(observed.shape) != (n,)):
+            raise ValueError(f"state records observations of {describe(observed)}; this dataset has {n} samples.")
         self.bank.load_state_dict(state["bank"])
         self.refreshes = int(state["refreshes"])
-        self.mistakes.load_state_dict({"observed": observed}, device=self.bank.device)
+        self.mistakes.reset() if observed is None else self.mistakes.load_state_dict({"flags": observed})
         self._layout.sync(self.bank.present)

@@ -1,7 +1,8 @@
 """Refreshable: what [`refresh()`][proxyaug.refresh] needs of the dataset it refreshes.
 
 [`ProxyDataset`][proxyaug.ProxyDataset] implements it; so can a dataset type of your own (a
-streaming shard index, a dataset with its own caching) that wants to take part in refreshes.
+streaming shard index, a dataset with its own caching) that wants to take part in refreshes: it
+builds its ``mistakes`` as ``MistakeTracker(num_samples)``, exported here.
 The words it uses: a *sample* is an item of the wrapped data, numbered ``0 .. num_samples - 1``;
 a *bank row* is where a sample's map lives in ``bank`` (``rows()`` maps one to the other).
 """
@@ -16,7 +17,7 @@ from .bank import MaskBank
 from ._mistakes import MistakeTracker
 from ._report import RefreshReport
 
-__all__ = ["Refreshable", "check_refreshable"]
+__all__ = ["Refreshable", "MistakeTracker", "check_refreshable"]
 
 
 @runtime_checkable
@@ -25,8 +26,10 @@ class Refreshable(Protocol):
 
     Attributes:
         bank: the [`MaskBank`][proxyaug.MaskBank] the maps go into.
-        mistakes: the [`MistakeTracker`][proxyaug.mistakes.MistakeTracker] whose records decide
-            what a refresh scans (``compute``); ``commit`` uses them up.
+        mistakes: the [`MistakeTracker`][proxyaug.protocol.MistakeTracker] (a ``torchmetrics.Metric``)
+            whose records decide what a refresh scans (``compute``, the union over ranks; ``local``
+            with ``distributed=False``); ``commit`` uses them up (``forget`` the scanned samples, or
+            ``reset``).
         refreshes: refreshes committed so far (the default selection seed).
 
     Examples:
@@ -64,8 +67,9 @@ class Refreshable(Protocol):
         scanned: Optional[torch.Tensor] = None,
     ) -> None:
         """Write ``maps`` ``(K, h, w)`` for ``samples`` ``(K,)`` in one step (``None``: no map this
-        round; ``reset`` drops every other map), use up the mistakes of ``scanned`` (``None``: all),
-        and count the refresh. Called once, after every map exists."""
+        round; ``reset`` drops every other map), use up the mistakes of ``scanned`` (``None``: all;
+        ``mistakes.forget(scanned)`` else ``mistakes.reset()``), and count the refresh. Called once,
+        after every map exists."""
         ...
 
 

@@ -107,7 +107,7 @@ def _scan_of_0_255():
 def _lightning_unknown_argument():
     from proxyaug.integrations.lightning import ProxyAttention
 
-    return ProxyAttention(_ds(), "1,p", blur=2.0)
+    return ProxyAttention(_ds(), "1,p", refresh={"blur": 2.0})
 
 
 class _SetOut(_Segmenter):
@@ -155,6 +155,8 @@ CASES: List[Case] = [
     Case("bank", "maps outside [0, 1]", lambda: _bank().put(torch.tensor([0]), torch.full((1, 2, 2), 3.0)), ValueError, r"maps hold values in \[3, 3\]; expected \[0, 1\]"),
     Case("bank", "maps of another resolution", lambda: _bank().put(torch.tensor([0]), torch.rand(1, 3, 3)), ValueError, r"maps have resolution \(3, 3\) but the bank stores \(2, 2\)"),
     Case("bank", "repeated indices in put", lambda: _bank().put(torch.tensor([0, 0]), torch.rand(2, 2, 2)), ValueError, r"idx contains repeated indices"),
+    Case("bank", "a cast of a bank in shared memory", lambda: _bank().share_memory().float(), ValueError, r"bank.float\(\) would cast the maps to torch.float32, but this bank stores torch.float16 in shared memory.*Build the dataset with dtype=torch.float32 instead"),
+    Case("bank", "a move of a bank in shared memory", lambda: pa.ProxyTransform(_bank().share_memory()).to("meta"), ValueError, r"moving the module that holds it would move the maps to meta, but this bank lives in shared memory on the CPU"),
     Case("bank", "a transform over something else", lambda: pa.ProxyTransform(torch.zeros(3)), TypeError, r"bank must be a proxyaug.MaskBank"),
     # dataset
     Case("dataset", "item is a PIL image", lambda: pa.ProxyDataset(Items([(_pil(), 0)]))[0], TypeError, r"dataset\[0\] returned an image that is a PIL.Image.Image; expected a float tensor \(C, H, W\) in \[0, 1\]"),
@@ -168,12 +170,16 @@ CASES: List[Case] = [
     Case("dataset", "CPU path at a resolution the model does not give", lambda: pa.ProxyDataset(_ds().dataset, resolution=(2, 2)).enable_cpu_path(model=_cnn()), ValueError, r"the bank stores maps at \(2, 2\) but the model's target layer gives \(8, 8\) on item 0"),
     Case("dataset", "refresh on another device than the model", lambda: pa.refresh(_cnn(), _ds(), device="meta"), ValueError, r"device='meta' but the model's parameters are on cpu"),
     Case("dataset", "refresh under torch.inference_mode()", _in_inference_mode, RuntimeError, r"refresh\(method='gradcam\+\+'\) needs gradients, which torch.inference_mode\(\) disables"),
-    Case("dataset", "Lightning callback with an argument refresh() does not take", _lightning_unknown_argument, TypeError, r"ProxyAttention got \['blur'\], which refresh\(\) does not take"),
+    Case("dataset", "Lightning callback with an argument refresh() does not take", _lightning_unknown_argument, TypeError, r"refresh= holds \['blur'\], which refresh\(\) does not take"),
     Case("dataset", "uint8 images and no preprocess", _uint8_refresh, TypeError, r"the dataset yields torch.uint8 images; pass preprocess="),
     Case("dataset", "dataset changed length", _changed_length, RuntimeError, r"the dataset has 5 samples but its bank was made for 4"),
     Case("dataset", "empty dataset", lambda: pa.ProxyDataset(Items([])), ValueError, r"dataset is empty"),
     Case("dataset", "unknown proxies option", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0)]), proxies="extra"), ValueError, r"proxies='extra' is not supported; expected one of 'replace', 'append'"),
     Case("dataset", "append mode with a bank of len(dataset)", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0)] * 3), pa.MaskBank(3), proxies="append"), ValueError, r"bank must be a MaskBank of 2 \* len\(dataset\)=6 rows \(proxies='append'\); got a bank of 3 samples"),
+    Case("dataset", "append mode: an extra slot whose sample has no map", lambda: pa.ProxyDataset(_ds().dataset, proxies="append")[8 + 3], IndexError, r"item 11 is the extra slot of sample 3, which holds no map: .*Draw with proxyaug.ProxySampler\(ds\)"),
+    Case("dataset", "ProxySampler over a plain dataset", lambda: pa.ProxySampler(TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset \(anything with live_items\(\)\); got TensorDataset"),
+    Case("dataset", "ProxySampler rank outside the group", lambda: list(pa.ProxySampler(_ds(), num_replicas=2, rank=2)), ValueError, r"rank=2 is not valid for num_replicas=2; expected 0 <= rank < 2"),
+    Case("dataset", "state of another dataset's observations", lambda: _ds().load_state_dict({**_ds(5).state_dict(), "bank": _ds().state_dict()["bank"]}), ValueError, r"state records observations of a tensor of shape \(5,\) and dtype torch.bool; this dataset has 8 samples"),
     Case("dataset", "refresh on a plain dataset", lambda: pa.refresh(_cnn(), TensorDataset(_x(), torch.zeros(2))), TypeError, r"ds must be a proxyaug.ProxyDataset"),
     # model
     Case("model", "model with no spatial layer", lambda: pa.attention_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _x()), ValueError, r"could not find a target layer in Sequential.*Pass layer="),
@@ -204,6 +210,7 @@ CASES: List[Case] = [
     Case("metrics", "target out of range", lambda: pa.metrics.deletion_curve(_cnn(), _x(), torch.rand(2, 2, 2), target=5), ValueError, r"target holds classes in \[5, 5\] but the model has 3 outputs; expected \[0, 2\]"),
     Case("metrics", "negative pointing-game tolerance", lambda: pa.metrics.pointing_game(torch.rand(1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool), tolerance=-1), ValueError, r"tolerance=-1 is not valid; expected a non-negative integer number of pixels"),
     Case("metrics", "auc of a one-point curve", lambda: pa.metrics.auc(torch.ones(2, 1)), ValueError, r"curve must be a floating tensor \(\.\.\., steps \+ 1\) with at least 2 points; got shape \(2, 1\)"),
+    Case("metrics", "load_state_dict of a malformed state", lambda: pa.metrics.Sparsity().load_state_dict({"sparsity": torch.zeros(2), "count": torch.zeros(())}), ValueError, r"state holds sparsity=a tensor of shape \(2,\) and dtype torch.float32; Sparsity keeps a 0-d tensor there"),
     Case("metrics", "compute() before any update()", lambda: pa.metrics.Entropy().compute(), RuntimeError, r"Entropy.compute\(\) has no images to average; call update\(\) with a batch first"),
     # schedule
     Case("schedule", "malformed schedule element", lambda: pa.ProxySchedule.parse("5,q,4"), ValueError, r"spec element 1 is 'q'; expected a positive number of epochs or 'p'"),

@@ -225,6 +225,57 @@ def test_a_cast_called_on_the_bank_itself_converts_it():
     assert inner.maps.dtype == torch.float16  # and the parent's cast after it still does not
 
 
+# -- a bank in shared memory (the CPU path) never leaves it: its DataLoader workers hold that storage ---
+SHARED_CASTS = {
+    "float": (lambda b: b.float(), r"bank.float\(\) would cast the maps to torch.float32"),
+    "double": (lambda b: b.double(), r"bank.double\(\) would cast the maps to torch.float64"),
+    "half": (lambda b: b.half(), r"bank.half\(\) would cast the maps to torch.float16"),
+    "bfloat16": (lambda b: b.bfloat16(), r"bank.bfloat16\(\) would cast the maps to torch.bfloat16"),
+    "to-dtype": (lambda b: b.to(torch.float64), r"bank.to\(torch.float64\) would cast the maps to torch.float64"),
+    "to-dtype-kw": (lambda b: b.to(dtype=torch.float64), r"bank.to\(dtype=torch.float64\) would cast"),
+    "to-device-and-dtype": (lambda b: b.to("cpu", torch.float64), r"bank.to\('cpu', torch.float64\) would cast"),
+    "type": (lambda b: b.type(torch.float64), r"bank.type\(torch.float64\) would cast the maps to torch.float64"),
+}
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+@pytest.mark.parametrize("spelling", sorted(SHARED_CASTS))
+def test_a_cast_of_a_shared_bank_is_refused_naming_the_dtype_to_build_with(spelling, stored):
+    cast, match = SHARED_CASTS[spelling]
+    bank = MaskBank(6, resolution=(4, 4), dtype=stored)
+    bank.put(torch.tensor([1, 3]), torch.rand(2, 4, 4))
+    bank.share_memory()
+    maps, ptr = bank.maps, bank.maps.data_ptr()
+    target = cast(MaskBank(1, resolution=(1, 1), dtype=stored)).maps.dtype  # what the cast gives an unshared bank
+    if target == stored:  # a cast to the dtype it already stores changes nothing and is fine
+        cast(bank)
+    else:
+        with pytest.raises(ValueError, match=match + r".*in shared memory, which DataLoader workers hold.*Build the dataset with dtype=" + str(target)):
+            cast(bank)
+    assert bank.maps is maps and bank.maps.data_ptr() == ptr and bank.maps.is_shared() and bank.maps.dtype == stored
+
+
+def test_a_shared_bank_stays_on_the_cpu_and_a_dataset_says_which_dtype_to_build_with():
+    from torch.utils.data import TensorDataset
+
+    import proxyaug as pa
+
+    bank = _saved((4, 4)).share_memory()
+    bank.to("cpu")  # a move to where it is: fine
+    bank.to(torch.device("cpu"), torch.float16)
+    with pytest.raises(ValueError, match=r"bank.to\('meta'\) would move the maps to meta, but this bank lives in shared memory on the CPU"):
+        bank.to("meta")
+    with pytest.raises(ValueError, match=r"moving the module that holds it would move the maps to meta"):
+        ProxyTransform(bank).to("meta")
+    assert bank.maps.is_shared() and bank.device.type == "cpu"
+    unshared = _saved((4, 4))
+    ProxyTransform(unshared).to("meta")  # an unshared bank moves as before
+    assert unshared.device.type == "meta"
+    ds = pa.ProxyDataset(TensorDataset(torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)), resolution=(2, 2)).enable_cpu_path()
+    with pytest.raises(ValueError, match=r"bank.float\(\) would cast the maps to torch.float32.*Build the dataset with dtype=torch.float32"):
+        ds.bank.float()
+
+
 def test_lookup_is_get_without_the_checks(device):
     bank = _saved((4, 4)).to(device)
     idx = torch.tensor([3, 0, 1])

@@ -122,20 +122,23 @@ def test_observe_validation(base, device):
 
 def test_append_mode_adds_proxies_as_extra_items(model, base):
     ds = pa.ProxyDataset(base, proxies="append")
-    assert len(ds) == len(base) and len(ds.bank) == 2 * len(base)
+    n = len(base)
+    assert len(ds) == 2 * n and len(ds.bank) == 2 * n  # fixed: n originals and n extra slots
+    assert ds.live_items().tolist() == list(range(n))  # no slot is live before a refresh
     report = pa.refresh(model, ds, fraction=1.0, seed=0)
-    n, chosen = len(base), report.indices
+    chosen = report.indices
     assert report.written == len(chosen) > 0
-    assert len(ds) == n + len(chosen)
-    # the extra items are the chosen samples again, with idx = n + i; the originals keep idx = i
-    extra = [ds[n + k] for k in range(len(chosen))]
+    assert len(ds) == 2 * n and ds.live_items().tolist() == list(range(n)) + (n + chosen).tolist()
+    # the extra items are the chosen samples again, item n + i with idx = n + i; the originals keep idx = i
+    extra = [ds[n + i] for i in chosen.tolist()]
     assert [i for _, _, i in extra] == (n + chosen).tolist()
     for (x, y, _), i in zip(extra, chosen.tolist()):
         assert x.equal(base[i][0]) and int(y) == int(base[i][1])
+    assert [idx for _, _, idx in ds] == ds.live_items().tolist()  # iterating yields the live items
     # the transform turns only the extra items into proxies
     proxy = pa.ProxyTransform(ds.bank, mode="black", threshold=0.0)
     i = int(chosen[0])
-    x = torch.stack([ds[i][0], ds[n][0]])
+    x = torch.stack([ds[i][0], ds[n + i][0]])
     out = proxy.replace(x, torch.tensor([i, n + i]))
     assert out[0].equal(x[0]) and not out[1].equal(x[1])
     # an extra item's mistake counts for its original
@@ -144,9 +147,25 @@ def test_append_mode_adds_proxies_as_extra_items(model, base):
     # state round trip restores the extra items
     again = pa.ProxyDataset(base, proxies="append")
     again.load_state_dict(ds.state_dict())
-    assert len(again) == len(ds) and again[n][2] == ds[n][2]
+    assert len(again) == len(ds) and again[n + i][2] == ds[n + i][2] and torch.equal(again.live_items(), ds.live_items())
     with pytest.raises(IndexError, match="out of range"):
         ds[len(ds)]
+
+
+def test_append_mode_refuses_an_empty_extra_slot_naming_the_sampler(model, base):
+    ds = pa.ProxyDataset(base, proxies="append")
+    n = len(base)
+    with pytest.raises(IndexError, match=r"item 43 is the extra slot of sample 3, which holds no map.*proxyaug.ProxySampler\(ds\)"):
+        ds[n + 3]
+    report = pa.refresh(model, ds, fraction=1.0, seed=0)
+    empty = sorted(set(range(n)) - set(report.indices.tolist()))[0]
+    ds[n + int(report.indices[0])]  # a live slot is served
+    with pytest.raises(IndexError, match=f"item {n + empty} is the extra slot of sample {empty}"):
+        ds[n + empty]
+    pa.refresh(model, ds, indices=report.indices[:0], reset=True)  # every map dropped: the slots close again
+    assert ds.live_items().tolist() == list(range(n))
+    with pytest.raises(IndexError, match="which holds no map"):
+        ds[n + int(report.indices[0])]
 
 
 def test_append_mode_validation(base):

@@ -179,8 +179,7 @@ def test_classes_average_the_functions_over_batches(device, atol):
         metric.update(*(a[:4] for a in args))
         metric.update(*(a[4:] for a in args))
         assert torch.allclose(metric.compute(), per_image.mean(), atol=atol), type(metric).__name__
-        restored = type(metric).__new__(type(metric))
-        restored.__dict__.update(metric.__dict__)
+        restored = metric.clone()  # the same settings, a fresh state
         restored.reset()
         restored.load_state_dict(metric.state_dict())
         assert torch.equal(restored.compute(), metric.compute())
@@ -196,8 +195,89 @@ def test_classes_average_the_functions_over_batches(device, atol):
 
 
 def test_load_state_dict_of_another_metric_is_refused():
-    with pytest.raises(ValueError, match=r"state holds sums of shape \(2,\); AverageDropIncrease keeps \(3,\)"):
-        M.AverageDropIncrease(_model()).load_state_dict({"sums": torch.zeros(2)})
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "average_drop", "increase"(.|\n)*Unexpected key\(s\) in state_dict: "sparsity"'):
+        M.AverageDropIncrease(_model()).load_state_dict(M.Sparsity().state_dict())
+    with pytest.raises(ValueError, match=r"state holds count=a tensor of shape \(2,\).*; Sparsity keeps a 0-d tensor there"):
+        M.Sparsity().load_state_dict({"sparsity": torch.zeros(()), "count": torch.zeros(2)})
+
+
+def _classes(model):
+    return {"energy": M.EnergyInRegion(), "pointing": M.PointingGame(tolerance=1), "sparsity": M.Sparsity(),
+            "entropy": M.Entropy(), "deletion": M.DeletionAUC(model, steps=4), "insertion": M.InsertionAUC(model, steps=4),
+            "drop": M.AverageDropIncrease(model)}
+
+
+def test_classes_are_torchmetrics_metrics_in_a_collection_with_a_state_round_trip():
+    from torchmetrics import Metric, MetricCollection
+
+    model, (x, maps) = _model(), _data(b=6)
+    maps = maps / maps.amax(dim=(1, 2), keepdim=True)
+    regions = maps.repeat_interleave(2, 1).repeat_interleave(2, 2) > 0.5
+    metrics = _classes(model)
+    assert all(isinstance(m, Metric) for m in metrics.values()) and not hasattr(M, "MeanMetric")
+    localisation = MetricCollection({"energy": metrics["energy"], "pointing": metrics["pointing"]})  # compute groups on
+    localisation.update(maps[:3], regions[:3])
+    localisation.update(maps[3:], regions[3:])
+    out = localisation.compute()  # compute groups match states by name: two classes never share theirs
+    assert torch.allclose(out["energy"], M.energy_in_region(maps, regions).mean(), atol=1e-6)
+    assert torch.allclose(out["pointing"], M.pointing_game(maps, regions, tolerance=1).float().mean(), atol=1e-6)
+    concentration = MetricCollection([metrics["sparsity"], metrics["entropy"]])
+    concentration.update(maps)
+    out = concentration.compute()
+    assert torch.allclose(out["Sparsity"], M.sparsity(maps).mean(), atol=1e-6) and torch.allclose(out["Entropy"], M.entropy(maps).mean(), atol=1e-6)
+    # the model-based ones share update(x, maps): one collection, AverageDropIncrease's dict flattened
+    model_based = MetricCollection({k: metrics[k] for k in ("deletion", "insertion", "drop")})
+    model_based.update(x, maps)
+    values = model_based.compute()
+    drop, inc = M.average_drop_increase(model, x, maps)
+    assert torch.allclose(values["deletion"], M.auc(M.deletion_curve(model, x, maps, steps=4)).mean(), atol=1e-6)
+    assert torch.allclose(values["average_drop"], drop.mean(), atol=1e-6) and torch.allclose(values["increase"], inc.float().mean())
+    # state_dict round trip into fresh instances; the model is no state and no submodule
+    saved = {name: m.state_dict() for name, m in metrics.items() if m.update_count}
+    assert set(saved["drop"]) == {"average_drop", "increase", "count"} and not list(metrics["drop"].children())
+    fresh = _classes(model)
+    for name, state in saved.items():
+        fresh[name].load_state_dict(state)
+        a, b = fresh[name].compute(), metrics[name].compute()
+        assert (a == b) if not isinstance(a, dict) else all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_update_makes_no_host_to_device_copy(monkeypatch):
+    """Defect 6: ``update`` built the image count as ``torch.tensor(float(B), device=...)``, a blocking copy on CUDA."""
+    made, moves = [], []
+    tensor, to = torch.tensor, torch.Tensor.to
+
+    def spy_tensor(*args, **kwargs):
+        made.append(kwargs.get("device"))
+        return tensor(*args, **kwargs)
+
+    def spy_to(self, *args, **kwargs):  # the copies fixture's spy, counting only moves between devices
+        out = to(self, *args, **kwargs)
+        if out.device != self.device:
+            moves.append(kwargs.get("non_blocking", False))
+        return out
+
+    metrics = [M.Sparsity(validate_args=False).to("meta"), M.Entropy(validate_args=False).to("meta")]
+    monkeypatch.setattr(torch, "tensor", spy_tensor)
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    maps = torch.rand(3, 4, 4, device="meta")  # "meta" stands in for "cuda"
+    for metric in metrics:
+        metric.update(maps)
+        metric.update(maps)
+    assert not [d for d in made if d is not None and torch.device(d).type != "cpu"], "update built a device tensor from a Python number"
+    assert all(moves), "a host-to-device copy in update() was blocking"
+    assert all(m.count.device.type == "meta" for m in metrics)
+
+
+def test_update_runs_without_a_host_sync(no_host_sync, device):
+    maps = torch.rand(4, 3, 3, device=device)
+    regions = torch.rand(4, 3, 3, device=device) > 0.5
+    energy, sparsity = M.EnergyInRegion(validate_args=False).to(device), M.Sparsity(validate_args=False).to(device)
+    with no_host_sync():
+        for _ in range(2):
+            energy.update(maps, regions)
+            sparsity.update(maps)
+    assert torch.allclose(sparsity.compute(), M.sparsity(maps).mean())
 
 
 def _worker(rank: int, world: int, store: str, out: str) -> None:
@@ -210,7 +290,12 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
             metric.update(torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]]))
         else:
             metric.update(torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]))
-        torch.save(metric.compute(), f"{out}/{rank}.pt")
+        from torchmetrics import MetricCollection
+
+        both = MetricCollection({"energy": M.EnergyInRegion(), "local": M.EnergyInRegion(sync_on_compute=False)})
+        maps = torch.tensor([[[3.0, 1.0]]]) if rank == 0 else torch.tensor([[[1.0, 1.0]], [[1.0, 1.0]]])
+        both.update(maps, torch.tensor([[[True, False]]]).expand(maps.shape[0], 1, 2))
+        torch.save({"sparsity": metric.compute(), **both.compute()}, f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -218,7 +303,11 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
 def test_compute_sums_over_ranks(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        assert torch.allclose(torch.load(tmp_path / f"{rank}.pt"), torch.tensor((4.0 + 1.0 + 2.0) / 3))
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert torch.allclose(got["sparsity"], torch.tensor((4.0 + 1.0 + 2.0) / 3))
+        # torchmetrics' own sync: a collection sums over ranks too; sync_on_compute=False keeps this rank's
+        assert torch.allclose(got["energy"], torch.tensor((0.75 + 0.5 + 0.5) / 3))
+        assert torch.allclose(got["local"], torch.tensor(0.75 if rank == 0 else 0.5))
 
 
 def test_metrics_run_on_the_maps_device_and_agree_with_the_cpu(device):

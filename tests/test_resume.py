@@ -87,7 +87,9 @@ def test_resumed_run_continues_exactly():
 def test_state_of_another_dataset_is_refused():
     state = pa.ProxyDataset(_data()).state_dict()
     small = pa.ProxyDataset(TensorDataset(torch.rand(7, 3, 4, 4), torch.zeros(7, dtype=torch.long)))
-    with pytest.raises(ValueError, match=r"bank of 40 samples but this bank has 7"):
+    with pytest.raises(ValueError, match=r"observations of a tensor of shape \(40,\).*; this dataset has 7 samples"):
         small.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"bank of 40 samples but this bank has 7"):
+        small.load_state_dict({**state, "observed": None})
     with pytest.raises(KeyError, match=r"state lacks \['observed'\]"):
         small.load_state_dict({"bank": state["bank"], "refreshes": 0})

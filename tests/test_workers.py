@@ -87,11 +87,12 @@ def test_append_mode_with_persistent_workers_follows_refreshes(context):
     net = SmallCNN()
     base = _base()
     ds = pa.ProxyDataset(base, proxies="append")
-    loader = DataLoader(ds, batch_size=6, shuffle=True, num_workers=2, multiprocessing_context=context,
-                        persistent_workers=True, generator=torch.Generator().manual_seed(0))
+    sampler = pa.ProxySampler(ds, seed=0)  # draws the live items: the epoch follows the refresh
+    loader = DataLoader(ds, batch_size=6, sampler=sampler, num_workers=2, multiprocessing_context=context, persistent_workers=True)
     seen = [torch.cat([idx for _, _, idx in loader])]  # epoch 1: the workers start, no extras yet
     report = pa.refresh(net, ds, fraction=1.0)
-    assert report.written > 0 and len(ds) == 24 + report.written
+    assert report.written > 0 and len(ds) == 2 * 24 and len(sampler) == 24 + report.written
+    sampler.set_epoch(1)
     seen.append(torch.cat([idx for _, _, idx in loader]))  # epoch 2: the same workers, more items
     assert sorted(seen[0].tolist()) == list(range(24))
     assert sorted(seen[1].tolist()) == list(range(24)) + sorted((24 + report.indices).tolist())
@@ -104,7 +105,7 @@ def test_cpu_path_in_append_mode_serves_the_new_rows_in_running_workers():
     net = SmallCNN()
     base = _base()
     ds = pa.ProxyDataset(base, proxies="append", resolution=(8, 8)).enable_cpu_path(mode="black", threshold=0.5)
-    loader = DataLoader(ds, batch_size=6, num_workers=2, persistent_workers=True)
+    loader = DataLoader(ds, batch_size=6, sampler=pa.ProxySampler(ds, shuffle=False), num_workers=2, persistent_workers=True)
     list(loader)
     report = pa.refresh(net, ds, fraction=1.0)
     got = {int(i): x for xb, _, ib in loader for x, i in zip(xb, ib)}

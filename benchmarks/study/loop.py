@@ -13,11 +13,11 @@ import math
 import os
 import statistics
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import DataLoader, RandomSampler, Sampler, Subset
 
 import proxyaug as pa
 
@@ -40,6 +40,43 @@ def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch
         correct += int((pred == y).sum())
         total += len(y)
     return correct / total
+
+
+def rng_states() -> Dict[str, Any]:
+    """The random states a resumed run restores: the CPU generator's (``"rng"``) and, where CUDA is
+    available, every CUDA device's (``"cuda_rng"``: dropout and any draw made on the GPU)."""
+    states: Dict[str, Any] = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    """Restore what [`rng_states`][benchmarks.study.loop.rng_states] saved; a checkpoint without
+    CUDA states (written on the CPU) or a machine without CUDA restores the CPU generator alone."""
+    torch.set_rng_state(state["rng"])
+    cuda = state.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available():
+        for device, cuda_state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
+
+
+class LiveDraws(Sampler):
+    """``RandomSampler(num_samples=..., generator=...)``'s draws over the items a dataset can serve
+    now: a [`ProxyDataset`][proxyaug.ProxyDataset]'s live items (with ``proxies="append"`` its
+    length stays ``2 * n`` and an extra slot is live once its sample has a map). The same images, in
+    the same order, as a ``RandomSampler`` over 0.1's dataset that grew by its extra items."""
+
+    def __init__(self, items: Any, num_samples: int, generator: torch.Generator) -> None:
+        self.items, self.num_samples, self.generator = items, num_samples, generator
+
+    def __iter__(self) -> Iterator[int]:
+        live = self.items.live_items()
+        positions = RandomSampler(range(live.numel()), num_samples=self.num_samples, generator=self.generator)
+        return iter(live[list(positions)].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -84,7 +121,10 @@ class Run:
         self.ds = self.arm.make_dataset(train_idx)
         self.arm.attach(self.ds)
         items = self.arm.items()
-        sampler = RandomSampler(items, num_samples=self.n_train, generator=self.sampler_gen)  # equal images per epoch, every arm
+        if isinstance(items, pa.ProxyDataset):  # equal images per epoch, every arm
+            sampler: Sampler = LiveDraws(items, self.n_train, self.sampler_gen)
+        else:
+            sampler = RandomSampler(items, num_samples=self.n_train, generator=self.sampler_gen)
         self.loader = DataLoader(items, batch_size=self.study.batch_size, sampler=sampler, num_workers=self.study.workers)
 
     def resume(self, path: str) -> None:
@@ -98,7 +138,7 @@ class Run:
         self.val_idx, self.rounds_done = state["val_idx"], state["round"]
         self.ds.load_state_dict(state["ds"])
         self.arm.load_state_dict(state["arm"])
-        torch.set_rng_state(state["rng"])
+        restore_rng(state)
         self.sampler_gen.set_state(state["sampler_gen"])
         self.history, self.next_epoch = state["history"], state["epoch"] + 1
 
@@ -161,7 +201,7 @@ class Run:
         """Save everything ``resume`` needs after ``epoch`` (atomically: write, then rename)."""
         torch.save({
             "epoch": epoch, "model": self.model.state_dict(), "opt": self.opt.state_dict(), "lr_sched": self.lr_sched.state_dict(),
-            "ds": self.ds.state_dict(), "arm": self.arm.state_dict(), "rng": torch.get_rng_state(),
+            "ds": self.ds.state_dict(), "arm": self.arm.state_dict(), **rng_states(),
             "sampler_gen": self.sampler_gen.get_state(), "history": self.history, "train_idx": self.train_idx, "val_idx": self.val_idx,
             "round": self.rounds_done,
         }, path + ".tmp")

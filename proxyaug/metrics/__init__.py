@@ -1,8 +1,9 @@
 """Explanation metrics, batched on the maps' device: does a map point at a known region
 (energy-based pointing game, pointing game), does the model need what it points at (deletion and
 insertion curves, average drop / increase in confidence), how concentrated is it (sparsity,
-entropy). Each function has a class that accumulates it over the batches of a validation loop
-(``update`` / ``compute`` / ``reset``, summed over ranks).
+entropy). Each function has a class that accumulates it over the batches of a validation loop: a
+``torchmetrics.Metric`` (``update`` / ``compute`` / ``reset``, summed over ranks, in a
+``MetricCollection`` or Lightning's ``self.log``).
 
 Examples:
     >>> import proxyaug as pa
@@ -19,7 +20,6 @@ from .accumulate import (
     EnergyInRegion,
     Entropy,
     InsertionAUC,
-    MeanMetric,
     PointingGame,
     Sparsity,
 )
@@ -36,5 +36,5 @@ from .localisation import energy_in_region, pointing_game
 __all__ = [
     "energy_in_region", "pointing_game", "deletion_curve", "insertion_curve", "auc", "average_drop_increase",
     "sparsity", "entropy", "BASELINES",
-    "EnergyInRegion", "PointingGame", "DeletionAUC", "InsertionAUC", "AverageDropIncrease", "Sparsity", "Entropy", "MeanMetric",
+    "EnergyInRegion", "PointingGame", "DeletionAUC", "InsertionAUC", "AverageDropIncrease", "Sparsity", "Entropy",
 ]

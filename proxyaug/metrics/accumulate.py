@@ -1,39 +1,41 @@
-"""Metrics that accumulate over the batches of a validation loop, as torchmetrics' classes do.
+"""Metrics that accumulate over the batches of a validation loop: ``torchmetrics.Metric`` classes.
 
-Each keeps one running sum per value and a count of images on the device of its first batch
-(``update`` never syncs with the host beyond its checks); ``compute`` returns the means, summed
-over the ranks of an initialised ``torch.distributed`` process group of more than one rank (every
-rank must call it), and ``reset`` forgets. ``state_dict`` / ``load_state_dict`` carry the sums
-over a restart.
+Each keeps one running sum per value and a count of images as torchmetrics states (``"sum"`` over
+ranks), on the metric's device (``.to(device)``, or Lightning moves it with the module that holds
+it); ``update`` adds a batch with no host sync beyond its checks, ``compute`` returns the means
+over every image and (through torchmetrics' sync, so every rank must call it) every rank, and
+``reset`` forgets. They work in a ``MetricCollection``, with ``self.log`` in Lightning, and carry
+their sums over a restart through ``state_dict``. The sums are ``float64``; on MPS call
+``metric.set_dtype(torch.float32)`` before ``.to("mps")``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torchmetrics import Metric
 
-from .._distributed import shard_context
+from .._checks import describe
+from .._distributed import gather_on_backend
 from .concentration import entropy, sparsity
 from .faithfulness import auc, average_drop_increase, deletion_curve, insertion_curve
 from .localisation import energy_in_region, pointing_game
 
-__all__ = ["MeanMetric", "EnergyInRegion", "PointingGame", "Sparsity", "Entropy", "DeletionAUC", "InsertionAUC", "AverageDropIncrease"]
+__all__ = ["EnergyInRegion", "PointingGame", "Sparsity", "Entropy", "DeletionAUC", "InsertionAUC", "AverageDropIncrease"]
 
 
-class MeanMetric:
+class _MeanOfValues(Metric):
     """Running means of per-image values: the base of every metric class here.
 
     A subclass names its values in ``names``, turns a batch into a tuple of ``(B,)`` tensors in
-    ``values(...)``, and inherits ``update`` / ``compute`` / ``reset`` and the state.
-
-    Args:
-        distributed: ``None`` sums over ranks when a process group of more than one rank is
-            initialised, ``False`` never, ``True`` requires one.
+    ``values(...)``, and inherits ``update`` / ``compute`` and the states (one sum per name, and
+    ``count``). ``**kwargs`` are torchmetrics' ``Metric`` settings (``sync_on_compute``,
+    ``process_group``, ``dist_sync_fn``, ...).
 
     Examples:
-        >>> class Peak(MeanMetric):
+        >>> class Peak(_MeanOfValues):
         ...     names = ("peak",)
         ...     def values(self, maps):
         ...         return (maps.flatten(1).amax(dim=1),)
@@ -44,11 +46,13 @@ class MeanMetric:
     """
 
     names: Tuple[str, ...] = ("value",)
+    full_state_update = False
 
-    def __init__(self, *, distributed: Optional[bool] = None) -> None:
-        self.distributed = distributed
-        self.sums: Optional[torch.Tensor] = None  # (len(names) + 1,): one sum per value, then the count
-        self.reset()
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dist_sync_fn", gather_on_backend)  # gloo gathers on the CPU, NCCL on the GPU, wherever the sums are
+        super().__init__(**kwargs)
+        for name in (*self.names, "count"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
 
     def values(self, *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, ...]:
         raise NotImplementedError
@@ -56,38 +60,38 @@ class MeanMetric:
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add a batch: the arguments are those of the metric's functional form."""
         vals = self.values(*args, **kwargs)
-        dtype = torch.float32 if vals[0].device.type == "mps" else torch.float64
-        batch = torch.stack([v.to(dtype).sum() for v in vals] + [torch.tensor(float(vals[0].shape[0]), dtype=dtype, device=vals[0].device)])
-        self.sums = batch if self.sums is None else self.sums + batch.to(self.sums.device, self.sums.dtype)
+        count: torch.Tensor = self.count
+        for name, v in zip(self.names, vals):
+            getattr(self, name).add_(v.sum(dtype=count.dtype))
+        count.add_(vals[0].shape[0])  # a Python int into a device tensor: no host-to-device copy
 
     def compute(self) -> Any:
         """The mean of each value over every image seen (and every rank): a 0-d tensor, or a dict of them."""
-        sums = self.sums if self.sums is not None else torch.zeros(len(self.names) + 1, dtype=torch.float64)
-        shard = shard_context(self.distributed)
-        if shard is not None:
-            sums = shard.sum(sums)
-        if float(sums[-1]) == 0:
+        count = self.count
+        if float(count) == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() has no images to average; call update() with a batch first.")
-        means = (sums[:-1] / sums[-1]).float()
-        return means[0] if len(self.names) == 1 else {name: means[i] for i, name in enumerate(self.names)}
+        means = {name: (getattr(self, name) / count).float() for name in self.names}
+        return means[self.names[0]] if len(self.names) == 1 else means
 
-    def reset(self) -> None:
-        """Forget every batch."""
-        self.sums = None
+    def _load_from_state_dict(
+        self, state_dict: Dict[str, Any], prefix: str, local_metadata: Dict[str, Any], strict: bool,
+        missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str],
+    ) -> None:
+        # torchmetrics takes a saved state as it is: check each, and put it where (and as) the state is now
+        for name in (*self.names, "count"):
+            key, here = prefix + name, getattr(self, name)
+            if key not in state_dict:
+                if strict:
+                    missing_keys.append(key)
+                continue
+            saved = state_dict[key]
+            if not isinstance(saved, torch.Tensor) or saved.shape != here.shape:
+                raise ValueError(f"state holds {key}={describe(saved)}; {type(self).__name__} keeps a 0-d tensor there.")
+            state_dict[key] = saved.to(here.device, here.dtype)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
-    def state_dict(self) -> Dict[str, Optional[torch.Tensor]]:
-        """``{"sums": (len(names) + 1,) CPU tensor (the sums, then the count), or None}``."""
-        return {"sums": None if self.sums is None else self.sums.cpu()}
 
-    def load_state_dict(self, state: Dict[str, Any], device: Any = None) -> None:
-        """Restore what [`state_dict()`][proxyaug.metrics.MeanMetric.state_dict] returned, on ``device``."""
-        sums = state.get("sums")
-        if sums is not None and tuple(sums.shape) != (len(self.names) + 1,):
-            raise ValueError(f"state holds sums of shape {tuple(sums.shape)}; {type(self).__name__} keeps ({len(self.names) + 1},).")
-        self.sums = None if sums is None else sums.to(device)
-
-
-class EnergyInRegion(MeanMetric):
+class EnergyInRegion(_MeanOfValues):
     """Mean [`energy_in_region`][proxyaug.metrics.energy_in_region]: ``update(maps, regions)``.
 
     Examples:
@@ -100,15 +104,15 @@ class EnergyInRegion(MeanMetric):
 
     names = ("energy",)
 
-    def __init__(self, *, validate_args: bool = True, distributed: Optional[bool] = None) -> None:
-        super().__init__(distributed=distributed)
+    def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.validate_args = validate_args
 
     def values(self, maps: torch.Tensor, regions: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return (energy_in_region(maps, regions, validate_args=self.validate_args),)
 
 
-class PointingGame(MeanMetric):
+class PointingGame(_MeanOfValues):
     """Hit rate of the [`pointing_game`][proxyaug.metrics.pointing_game]: ``update(maps, regions)``.
 
     Examples:
@@ -121,15 +125,15 @@ class PointingGame(MeanMetric):
 
     names = ("hit_rate",)
 
-    def __init__(self, *, tolerance: int = 0, validate_args: bool = True, distributed: Optional[bool] = None) -> None:
-        super().__init__(distributed=distributed)
+    def __init__(self, *, tolerance: int = 0, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.tolerance, self.validate_args = tolerance, validate_args
 
     def values(self, maps: torch.Tensor, regions: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return (pointing_game(maps, regions, tolerance=self.tolerance, validate_args=self.validate_args),)
 
 
-class Sparsity(MeanMetric):
+class Sparsity(_MeanOfValues):
     """Mean [`sparsity`][proxyaug.metrics.sparsity] (max over mean): ``update(maps)``.
 
     Examples:
@@ -141,15 +145,15 @@ class Sparsity(MeanMetric):
 
     names = ("sparsity",)
 
-    def __init__(self, *, validate_args: bool = True, distributed: Optional[bool] = None) -> None:
-        super().__init__(distributed=distributed)
+    def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.validate_args = validate_args
 
     def values(self, maps: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return (sparsity(maps, validate_args=self.validate_args),)
 
 
-class Entropy(MeanMetric):
+class Entropy(_MeanOfValues):
     """Mean [`entropy`][proxyaug.metrics.entropy] (nats): ``update(maps)``.
 
     Examples:
@@ -161,15 +165,15 @@ class Entropy(MeanMetric):
 
     names = ("entropy",)
 
-    def __init__(self, *, validate_args: bool = True, distributed: Optional[bool] = None) -> None:
-        super().__init__(distributed=distributed)
+    def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.validate_args = validate_args
 
     def values(self, maps: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return (entropy(maps, validate_args=self.validate_args),)
 
 
-class DeletionAUC(MeanMetric):
+class DeletionAUC(_MeanOfValues):
     """Mean area under the [`deletion_curve`][proxyaug.metrics.deletion_curve] (lower is better):
     ``update(x, maps, target=None)``; the settings are those of the function.
 
@@ -189,10 +193,10 @@ class DeletionAUC(MeanMetric):
 
     def __init__(
         self, model: nn.Module, *, steps: int = 20, baseline: Optional[str] = None, preprocess: Any = None,
-        validate_args: bool = True, distributed: Optional[bool] = None,
+        validate_args: bool = True, **kwargs: Any,
     ) -> None:
-        super().__init__(distributed=distributed)
-        self.model = model
+        super().__init__(**kwargs)
+        self.__dict__["model"] = model  # not a submodule: .to() and state_dict() leave the user's model alone
         self.settings = dict(steps=steps, baseline=baseline or self.default_baseline, preprocess=preprocess, validate_args=validate_args)
 
     def values(self, x: torch.Tensor, maps: torch.Tensor, target: Any = None) -> Tuple[torch.Tensor, ...]:
@@ -216,7 +220,7 @@ class InsertionAUC(DeletionAUC):
     default_baseline = "blur"
 
 
-class AverageDropIncrease(MeanMetric):
+class AverageDropIncrease(_MeanOfValues):
     """Average drop and increase in confidence ([`average_drop_increase`][proxyaug.metrics.average_drop_increase]):
     ``update(x, maps, target=None)``; ``compute()`` returns ``{"average_drop": ..., "increase": ...}``,
     fractions in [0, 1] (the Grad-CAM++ paper reports percent).
@@ -233,10 +237,11 @@ class AverageDropIncrease(MeanMetric):
     names = ("average_drop", "increase")
 
     def __init__(
-        self, model: nn.Module, *, preprocess: Any = None, validate_args: bool = True, distributed: Optional[bool] = None,
+        self, model: nn.Module, *, preprocess: Any = None, validate_args: bool = True, **kwargs: Any,
     ) -> None:
-        super().__init__(distributed=distributed)
-        self.model, self.preprocess, self.validate_args = model, preprocess, validate_args
+        super().__init__(**kwargs)
+        self.__dict__["model"] = model  # not a submodule: .to() and state_dict() leave the user's model alone
+        self.preprocess, self.validate_args = preprocess, validate_args
 
     def values(self, x: torch.Tensor, maps: torch.Tensor, target: Any = None) -> Tuple[torch.Tensor, ...]:
         return average_drop_increase(self.model, x, maps, target=target, preprocess=self.preprocess, validate_args=self.validate_args)
