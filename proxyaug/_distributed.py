@@ -73,7 +73,7 @@ class Shard:
 
 
 def shard_context(distributed: Optional[bool]) -> Optional[Shard]:
-    """A [`Shard`][proxyaug.distributed.Shard] when a process group of more than one rank is
+    """A ``Shard`` when a process group of more than one rank is
     initialised (and ``distributed`` is not ``False``), else ``None``.
 
     Examples:

@@ -28,7 +28,7 @@ from ._checks import check_choice, check_index, check_labels, check_positive_int
 from .attention import MapSpec, as_spec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
 from ._distributed import shard_context
 from .protocol import Refreshable, check_refreshable
-from ._report import RefreshReport
+from ._report import RefreshReport, agreed_layer
 from .selection import POLICIES, SELECT, Budget, budget_size, check_budget, choose, scores
 
 __all__ = ["RefreshReport", "refresh"]
@@ -204,6 +204,12 @@ def _check_indices(indices: Optional[Iterable[int]], n: int) -> Optional[torch.T
     return given
 
 
+def _dropped(ds: Refreshable, written: torch.Tensor) -> int:
+    """The maps a commit with ``reset`` drops: every present one but those of the samples it writes."""
+    present = ds.bank.present
+    return int(present.sum()) - int(present[ds.rows(written).to(present.device)].sum())
+
+
 def _finite(maps: Optional[torch.Tensor], chosen: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
     """Drop the maps that are not finite, with a warning: ``(samples, maps, skipped)``."""
     if maps is None:
@@ -363,11 +369,11 @@ def refresh(
     report = RefreshReport(
         scanned=candidates.numel(), wrong=int(wrong.sum()), chosen=chosen.numel(), written=written.numel(),
         seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=spec.name,
-        layer=",".join(t.name for t in run.layers) if run.layers else "", indices=written, source=source,
+        layer=agreed_layer(run.shard, ",".join(t.name for t in run.layers or [])), indices=written, source=source,
         skipped=skipped, select=run.select, world_size=run.shard.world_size if run.shard else 1,
         computed=run.mine(chosen).numel(), rows=ds.rows(written), resolution=_resolution(maps, written),
         budget=budget_size(run.budget, wrong=int(wrong.sum()), scanned=candidates.numel(), fraction=run.fraction),
-        budget_rule=_rule(run.budget),
+        budget_rule=_rule(run.budget), dropped=_dropped(ds, written) if reset else 0,
     )
     ds.commit(
         written if maps is not None and written.numel() else None, maps, reset=reset, report=report,

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from ._checks import check_choice, check_index, describe
 from .attention import MapSpec, as_spec
 from .bank import MaskBank
-from .cpu_path import CpuPath, measure_resolution
+from ._cpu_path import CpuPath, measure_resolution
 from ._items import check_first_item, check_item
 from ._layout import LAYOUTS
 from ._mistakes import MistakeTracker

@@ -153,9 +153,9 @@ def test_lightning_callback_takes_and_checks_the_budget():
     from proxyaug.integrations.lightning import ProxyAttention
 
     ds = pa.ProxyDataset(TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long)))
-    assert ProxyAttention(ds, "1,p", select="loss", budget=4).refresh_kwargs == {"select": "loss", "budget": 4}
+    assert ProxyAttention(ds, "1,p", refresh={"select": "loss", "budget": 4}).refresh_kwargs == {"select": "loss", "budget": 4}
     with pytest.raises(ValueError, match=r"budget=0 is not valid"):  # when it is built, not at the first refresh
-        ProxyAttention(ds, "1,p", budget=0)
+        ProxyAttention(ds, "1,p", refresh={"budget": 0})
 
 
 def test_harness_budget_setting():

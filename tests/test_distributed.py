@@ -121,7 +121,6 @@ def _layer_worker(rank: int, world: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.xfail(strict=True, reason="needs refresh() to report the agreed layer: _refresh.py, see proxyaug._report.agreed_layer")
 def test_every_rank_reports_the_layer_also_one_that_computed_no_map(tmp_path):
     mp.spawn(_layer_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))

@@ -251,3 +251,19 @@ def test_the_docs_call_check_catches_a_stale_call():
         list(_api_calls("ds = pa.ProxyDataset(train_set)\nds.refresh(model)", types))
     ((_, name, keywords, _),) = list(_api_calls("pa.refresh(model, ds, method='gradcam')", {}))
     assert name == "pa.refresh" and keywords == ["method"]
+
+
+def test_the_readme_loop_runs_as_printed(tmp_path):
+    """The README's plain loop, unchanged, on a small dataset, model and optimizer of its own."""
+    import torch
+    from torch import nn
+
+    (code,) = [c for c in _python_blocks(ROOT / "README.md") if "for epoch in range(schedule.epochs)" in c]
+    g = torch.Generator().manual_seed(0)
+    train_set = torch.utils.data.TensorDataset(torch.rand(64, 3, 16, 16, generator=g), torch.randint(0, 3, (64,), generator=g))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    namespace = {"train_set": train_set, "model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["ds"].refreshes == 3 and namespace["ds"].bank.present.any()

@@ -126,6 +126,8 @@ def arm_settings(arm: Dict[str, Any], study: Study) -> Dict[str, Any]:
         full.pop("observe")
     if full.get("budget", "") in (None, "thesis"):  # listed only when not the thesis rule: older runs' keys stay valid
         full.pop("budget")
+    if full.get("views") == "all":  # in-step maps of what the step showed (0.1's capture): listed only when not, likewise
+        full.pop("views")
     return full
 
 

@@ -55,6 +55,6 @@ def log_refresh(
     x = torch.stack([dataset.canonical(int(i))[0] for i in samples]).to(bank.device)
     maps, _ = bank.get(rows)
     transform = proxy if proxy is not None else ProxyTransform(bank)
-    proxied = transform(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=x.device)})
+    proxied = transform.replace(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=x.device)})
     scale = 1.0 if x.is_floating_point() else 255.0  # uint8 datasets
     writer.add_image(f"{tag}/original_map_proxy", proxy_grid(x.float() / scale, maps, proxied.float() / scale), step)
