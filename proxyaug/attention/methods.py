@@ -19,7 +19,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-__all__ = ["NATIVE_METHODS", "GRADIENT_FREE", "contributions", "eigen_projection"]
+__all__ = ["NATIVE_METHODS", "GRADIENT_FREE", "LINEAR", "contributions", "eigen_projection"]
 
 
 def _gradcam(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -71,6 +71,9 @@ NATIVE_METHODS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
 
 GRADIENT_FREE: Tuple[str, ...] = ("eigencam",)
 EIGEN: Tuple[str, ...] = ("eigencam", "eigengradcam")
+LINEAR: Tuple[str, ...] = ("gradcam", "xgradcam", "hirescam", "layercam", "gradcamelementwise", "eigencam")
+"""Methods whose channel contributions scale by ``s`` when the gradients do (``s > 0``), so that a map
+divided by its maximum does not depend on the scale of the loss (EigenCAM reads no gradient)."""
 
 
 def eigen_projection(a: torch.Tensor, *, flip: bool = False) -> torch.Tensor:

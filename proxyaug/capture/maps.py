@@ -10,7 +10,7 @@ from torch import nn
 
 from ..attention import MapSpec, eigen_projection
 from ..attention.layers import TargetLayer
-from ..attention.methods import EIGEN, contributions
+from ..attention.methods import EIGEN, LINEAR, contributions
 from ..functional import gaussian_blur, normalize_maps
 
 __all__ = ["step_maps", "check_geometry", "to_canonical"]
@@ -34,17 +34,19 @@ def step_maps(
 
     The formula, order and float32 arithmetic of a refresh's native maps (the method's channel
     contributions, ReLU, per-image min-max, several layers averaged), with the loss gradient in
-    place of the class score's, and one step before them: each image's ``dL/dA`` is divided by
-    its largest magnitude (over channels and positions, per layer). So every native method sees
-    the same gradient for any positive factor of the loss (the batch mean's ``1/B``, a
-    GradScaler's scale, ``1/accumulation_steps``, a rank's share of the batch): the maps are
-    bit-identical for a power-of-two factor (when the scaled gradient neither underflows nor
-    overflows its dtype, as a GradScaler keeps fp16 gradients) and equal up to the backward's
-    rounding for any other.
-    Without it, Grad-CAM++ would change with the factor: its weights are not homogeneous in the
-    gradient (``g^2 / (2 g^2 + sum(A) g^3 + 1e-6)``, and at ``B = 64`` the ``1e-6`` dominates).
-    Each map is also divided by its maximum before the min-max, so that min-max's ``1e-7`` meets
-    values of order one.
+    place of the class score's. Every map is divided by its maximum before the min-max, so that a
+    positive factor of the loss (the batch mean's ``1/B``, a GradScaler's scale,
+    ``1/accumulation_steps``, a rank's share of the batch) cancels for the methods whose
+    contributions are linear in the gradient (``proxyaug.attention.methods.LINEAR``:
+    Grad-CAM, XGradCAM, HiResCAM, LayerCAM, element-wise Grad-CAM), and min-max's ``1e-7`` meets
+    values of order one. For the others (Grad-CAM++, whose weights
+    ``g^2 / (2 g^2 + sum(A) g^3 + 1e-6)`` are not homogeneous in the gradient, and at ``B = 64``
+    would be ruled by the ``1e-6``; EigenGradCAM) each image's ``dL/dA`` is first divided by its
+    largest magnitude (over channels and positions, per layer), so they too see the same input
+    for any factor. Either way the maps are bit-identical for a power-of-two factor (when the
+    scaled gradient neither underflows nor overflows its dtype, as a GradScaler keeps fp16
+    gradients) and equal up to the backward's rounding for any other. (The linear methods skip
+    the division only so that their maps stay bit-identical to proxyaug 0.1's.)
 
     Examples:
         >>> from proxyaug.attention import TargetLayer
@@ -67,9 +69,10 @@ def step_maps(
             grad = layers[i].to_nchw(grads[i], size).float()
             # one float32 sum each: inf or NaN anywhere makes it non-finite (cheaper than isfinite().all())
             ok = ok & torch.isfinite(act.sum() + grad.sum())
-            # each image's gradient scaled to a largest magnitude of 1: a positive factor of the loss cancels
-            # here, before any method's formula (Grad-CAM++'s weights are not homogeneous in the gradient)
-            grad = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+            if spec.name not in LINEAR:
+                # each image's gradient scaled to a largest magnitude of 1: a positive factor of the loss cancels
+                # here, before the formula (Grad-CAM++'s weights are not homogeneous in the gradient)
+                grad = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
             contrib = contributions(spec.name, act, grad)
             if spec.name in EIGEN or spec.eigen_smooth:
                 cam = eigen_projection(contrib.nan_to_num(0.0, 0.0, 0.0))
