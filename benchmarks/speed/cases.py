@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import math
 import statistics
 from typing import Any, Callable, Dict, List
 
@@ -115,6 +116,7 @@ def case_transform(cfg: Dict[str, Any], device: torch.device, log: Callable[[str
     for mode in pa.functional.MODES:
         proxy = pa.ProxyTransform(bank, mode=mode)
         fns[mode] = (lambda p: lambda: p(x, idx))(proxy)
+    fns.update(_blurs(x))
     timed = measure_interleaved(fns, device, cfg["warmup"] + 1, cfg["repeats"])
     train = timed["train_step"]
     out = {"batch": batch, "size": size, "train_step": train, "modes": {}}
@@ -123,7 +125,27 @@ def case_transform(cfg: Dict[str, Any], device: torch.device, log: Callable[[str
         share = timed[mode]["median_s"] / train["median_s"]
         out["modes"][mode] = {"transform": timed[mode], "share_of_train_step": share}
         log(f"    {mode:6s} {1000 * timed[mode]['median_s']:8.2f} ms = {100 * share:.2f}% of a training step")
+    out["blur_alone"] = {name: {"time": timed[name], "share_of_train_step": timed[name]["median_s"] / train["median_s"]} for name in _BLURS}
+    for name in _BLURS:
+        log(f"    {name:22s} {1000 * timed[name]['median_s']:8.2f} ms (the blur alone)")
     return out
+
+
+# The blur alone at the default sigma, three ways: the default (half resolution from 192 px), the exact
+# blur, and Kornia's gaussian_blur2d, which proxyaug 0.1 ran.
+_BLURS = ("blur default", "blur exact", "kornia gaussian_blur2d")
+
+
+def _blurs(x: torch.Tensor) -> Dict[str, Callable[[], Any]]:
+    import kornia
+
+    sigma = pa.functional.default_blur_sigma(x.shape[-2:])
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    return {
+        "blur default": lambda: pa.functional.gaussian_blur(x, sigma),
+        "blur exact": lambda: pa.functional.gaussian_blur(x, sigma, exact=True),
+        "kornia gaussian_blur2d": lambda: kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect"),
+    }
 
 
 def case_e2e(cfg: Dict[str, Any], device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:

@@ -194,6 +194,10 @@ def render(results: Dict[str, Any]) -> str:
         for mode, m in t["modes"].items():
             lines.append(f"| {mode} | {1000 * m['transform']['median_s']:.2f} | {100 * m['share_of_train_step']:.2f}% |")
         lines.append("")
+        if "blur_alone" in t:  # the blur alone at the default sigma: proxyaug's two paths and Kornia's (0.1's)
+            lines += ["The blur alone at the default sigma, in the same run:", "", "| blur | ms | share of a training step |", "|---|---|---|"]
+            lines += [f"| {name} | {1000 * b['time']['median_s']:.2f} | {100 * b['share_of_train_step']:.2f}% |" for name, b in t["blur_alone"].items()]
+            lines.append("")
     if "e2e" in cases:
         e = cases["e2e"]
         lines += [f"### End to end: schedule `{e['schedule']}` on {e['data']}", "",
