@@ -94,3 +94,14 @@ def test_imagenet_estimate_arithmetic():
     assert one["observed_scan_s"] == pytest.approx(0.3 * IMAGENET / 1000 + maps / 500)
     assert one["bank_mb_per_rank"] == pytest.approx(99 * IMAGENET / 1e6)
     assert "test device" in render(e)
+
+
+def test_blur_error_benchmark_measures_and_renders(monkeypatch, tmp_path):
+    from benchmarks import blur_error
+
+    monkeypatch.setattr(blur_error, "SIZES", (32,))
+    blur_error.main(["--out", str(tmp_path)])
+    rows = __import__("json").loads((tmp_path / "blur-error.json").read_text())["rows"]
+    assert {r["images"] for r in rows} == {"smooth", "digits", "white noise", "sharp patterns"}
+    assert all(r["max"] < 1e-6 for r in rows)  # exact below 192 px
+    assert "| 32 | 1 | sharp patterns |" in (tmp_path / "blur-error.md").read_text()
