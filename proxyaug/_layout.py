@@ -100,7 +100,8 @@ class AppendLayout(ReplaceLayout):
             raise IndexError(
                 f"item {index} is the extra slot of sample {sample}, which holds no map: with proxies='append' the "
                 f"dataset keeps len(ds) == 2 * {n} and only the slots of samples with a map can be drawn. Draw with "
-                "proxyaug.ProxySampler(ds), which draws the live items only, instead of shuffle=True or a plain sampler."
+                "proxyaug.ProxySampler(ds), which draws the live items only, instead of shuffle=True or a plain sampler "
+                "(and drop maps with reset=True only between epochs: ProxySampler fixes an epoch's items when it begins)."
             )
         return sample, index
 

@@ -235,7 +235,7 @@ def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor) -> Optional
     if h * w <= 4:
         warnings.warn(
             f"the maps are {h}x{w}: too coarse to single out what misled the model. Pick an "
-            "earlier target layer with layer= (a finer stage), or feed larger images.",
+            "earlier target layer with MapSpec(layer=...) (a finer stage), or feed larger images.",
             UserWarning,
             stacklevel=3,
         )
@@ -346,7 +346,7 @@ def refresh(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     if spec.needs_grad and spec.native:
-        check_grad_mode(f"refresh(method={spec.name!r})")  # now, not after the scan
+        check_grad_mode(f"refresh(spec=MapSpec({spec.name!r}))")  # now, not after the scan
     check_refreshable(ds)
     model = unwrap(model)
     run = _Refresh(

@@ -208,8 +208,8 @@ class MaskBank(nn.Module):
         own = getattr(self, "_own_cast", None)  # the bank's own call running ("to(torch.float32)"), if any
         if self.maps.is_shared() or self.present.is_shared():
             self._stay_shared(fn, own)
-        if own:
-            return super()._apply(fn, recurse)
+        if own:  # the maps take the cast; the presence flags stay bool (Module.type would cast every buffer)
+            return super()._apply(lambda t: fn(t) if t.is_floating_point() else _moved(fn, t), recurse)
 
         def keep_dtype(t: torch.Tensor) -> torch.Tensor:
             probe = fn(t.new_zeros(()))
@@ -312,6 +312,12 @@ class MaskBank(nn.Module):
             self.maps = torch.zeros(maps.shape, dtype=self.maps.dtype, device=self.device)
             self.present.zero_()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+
+def _moved(fn: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    """``t`` where ``fn`` would put it, in its own dtype."""
+    device = fn(t.new_zeros(())).device
+    return t if device == t.device else t.to(device)
 
 
 def _cast_by_the_bank_itself(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -116,6 +116,7 @@ class ProxyDataset(Dataset):
             need = f"2 * len(dataset)={rows} rows (proxies='append')" if proxies == "append" else f"len(dataset)={n} samples"
             raise ValueError(f"bank must be a MaskBank of {need}; got {got}.")
         self.dataset, self.bank, self.proxies = dataset, bank, proxies
+        self._layout.sync(bank.present)  # a bank given with maps already in it: their extra slots are live
         self.mistakes = MistakeTracker(n) if bank.device.type == "cpu" else MistakeTracker(n).to(bank.device)
         self.refreshes = 0
         self.last_report: Optional[RefreshReport] = None
@@ -353,7 +354,7 @@ class ProxyDataset(Dataset):
         last refresh (sorted, CPU; no collective: a refresh scans those of every rank)."""
         return self.mistakes.local()
 
-    def state_dict(self) -> dict:
+    def state_dict(self, *, distributed: Optional[bool] = None) -> dict:
         """What a resumed run needs of this dataset: the bank, the refresh count (the default
         selection seed) and the mistakes ``observe`` recorded since the last refresh, on every rank.
 
@@ -361,6 +362,8 @@ class ProxyDataset(Dataset):
         ``sync`` is: every rank must call it (Lightning does, for a callback's state), and each gets
         the union of every rank's observations, so a checkpoint written by rank 0 alone resumes with
         the candidates an uninterrupted run's next refresh would scan (the banks are equal already).
+        ``distributed=False`` saves this rank's observations alone, with no collective (for a dataset
+        only one rank refreshes, with ``refresh(distributed=False)``).
 
         Save it with the model, the optimizer, the schedule's ``state_dict()`` (on-plateau
         schedules), ``torch.get_rng_state()`` (the transform's draws when ``p < 1``, dropout) and
@@ -377,8 +380,11 @@ class ProxyDataset(Dataset):
             >>> again.bank.present.tolist(), again.refreshes
             ([False, False, False, True], 0)
         """
-        with self.mistakes.sync_context(dist_sync_fn=self.mistakes.dist_sync_fn):  # the union over ranks (none on one process)
+        if distributed is False:
             observed = self.mistakes.flags.bool().cpu()
+        else:
+            with self.mistakes.sync_context(dist_sync_fn=self.mistakes.dist_sync_fn):  # the union over ranks (none on one process)
+                observed = self.mistakes.flags.bool().cpu()
         bank = {k: v.detach().cpu() for k, v in self.bank.state_dict().items()}
         return {"bank": bank, "refreshes": self.refreshes, "observed": observed}
 

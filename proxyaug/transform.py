@@ -50,7 +50,9 @@ class ProxyTransform(nn.Module):
       ``(x', y, idx)``;
     - one tuple, list or namedtuple, images first and ``idx`` last: ``(x, idx)`` or ``(x, y, idx)``
       as a [`ProxyDataset`][proxyaug.ProxyDataset] batch is; the same type comes back;
-    - one dict (any mapping) with the keys ``"image"`` and ``"idx"``; other keys pass through.
+    - one dict (any mapping) with the keys ``"image"`` and ``"idx"``; other keys pass through,
+      and a mutable mapping comes back as a copy of its own type (``OrderedDict``,
+      ``defaultdict``), a read-only one (``MappingProxyType``) as a ``dict``.
 
     The images are a batch ``(B, C, H, W)`` or one image ``(C, H, W)`` with a single index (a 0-d
     or one-element ``idx``, or an ``int``), returned as ``(C, H, W)``.

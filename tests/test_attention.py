@@ -161,7 +161,7 @@ def test_errors(model):
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\)"):
         pa.attention_maps(model, x[0])
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
-    with pytest.raises(ValueError, match=r"could not find a target layer in Sequential.*Pass layer="):
+    with pytest.raises(ValueError, match=r"could not find a target layer in Sequential.*Pass MapSpec\(layer="):
         pa.attention_maps(mlp, x)
 
 

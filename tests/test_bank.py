@@ -302,3 +302,19 @@ def test_lookup_does_not_synchronise(device, no_host_sync):
         maps, present = bank.lookup(idx)
         bank.lookup(on_device)
     assert maps.is_cuda and present.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_banks_own_type_cast_leaves_the_presence_flags_bool_and_shared(shared):
+    """Module.type casts every buffer: the bank casts its maps only, so `~present` keeps working and a shared
+    bank's flags stay in the memory its workers hold."""
+    bank = MaskBank(4, resolution=(2, 2))
+    bank.put(torch.tensor([1]), torch.ones(1, 2, 2))
+    if shared:
+        bank.share_memory()
+    bank.type(torch.float16)  # the bank's own dtype: allowed, shared or not
+    assert bank.present.dtype == torch.bool and bank.present.tolist() == [False, True, False, False]
+    assert bank.present.is_shared() == shared and bank.maps.is_shared() == shared
+    if not shared:
+        bank.type(torch.float32)
+        assert bank.maps.dtype == torch.float32 and bank.present.dtype == torch.bool and bool((~bank.present).any())

@@ -773,6 +773,31 @@ def test_a_step_whose_forward_ran_under_no_grad_says_so():
     assert capture.staged == 0
 
 
+def test_a_step_that_never_calls_the_given_module_with_layer_none_says_so():
+    """The LightningModule case: capture.step(module) while the step calls module.net(x)."""
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN()
+
+    torch.manual_seed(0)
+    wrapper, ds = Wrapper(), _ds()
+    capture = pa.MapCapture(ds)  # layer=None: found on the first call of the given module
+    x, y, idx = next(_batches(ds, 1))
+    with pytest.warns(RuntimeWarning, match=r"MapSpec\(layer=None\) finds the target layer .* its forward never ran") as record:
+        with capture.step(wrapper):
+            logits = wrapper.net(x)
+            capture.observe(idx, logits, y)
+            nn.functional.cross_entropy(logits, y).backward()
+    assert not any("torch.compile" in str(w.message) for w in record) and capture.staged == 0
+    with capture.step(wrapper.net):  # the module the step calls: found, captured
+        logits = wrapper.net(x)
+        capture.observe(idx, logits, y)
+        nn.functional.cross_entropy(logits, y).backward()
+    assert capture.staged == B
+
+
 # -- a target layer the forward calls twice -------------------------------------------------------
 class _SharedBlock(nn.Module):
     """A block the forward applies twice (weights shared): the target layer fires twice per forward."""
@@ -878,3 +903,14 @@ def test_load_state_dict_replaces_what_was_staged_and_checks_the_state():
     with pytest.raises(ValueError, match=r"state\['wrong'\] must hold 8 entries"):
         capture.load_state_dict({**state, "wrong": state["wrong"][:3]})
     assert capture.staged == 0  # a refused state leaves the capture as it was
+
+
+def test_staged_batches_on_two_devices_concatenate_on_the_latest_steps():
+    """A batch restored by load_state_dict lives on the bank's device, later steps on the model's
+    ("meta" stands in for an accelerator): the commit's concat must not mix them."""
+    from proxyaug.capture.staging import concat
+
+    restored = (torch.tensor([1]), torch.zeros(1, 2, 2), *[torch.tensor([True])] * 4)
+    step = tuple(t.to("meta") for t in restored)
+    out = concat([restored, step])
+    assert all(t.device.type == "meta" and t.shape[0] == 2 for t in out)

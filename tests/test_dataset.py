@@ -303,3 +303,12 @@ def test_ds_transform_is_the_wrapped_datasets_as_torchvision_users_expect(base):
     assert ds.transform is inner.transform  # forwarded, not shadowed by the CPU path's transform
     with pytest.raises(AttributeError):
         pa.ProxyDataset(base).transform  # TensorDataset has none
+
+def test_append_mode_serves_the_maps_of_a_bank_given_with_maps_in_it(base):
+    n = len(base)
+    bank = pa.MaskBank(2 * n, resolution=(2, 2))
+    bank.put(torch.tensor([n + 1]), torch.ones(1, 2, 2))  # sample 1's map, in its extra slot's row
+    ds = pa.ProxyDataset(base, bank, proxies="append")
+    assert ds.live_items().tolist() == [*range(n), n + 1]
+    x, y, row = ds[n + 1]
+    assert row == n + 1 and torch.equal(x, base[1][0])

@@ -177,7 +177,7 @@ def test_detects_the_layer_of_each_family(arch, make, px, name, res):
 
 def test_nothing_fits_lists_candidates():
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.ReLU(), nn.Linear(8, 2))
-    with pytest.raises(ValueError, match=r"last outputs: 0: \(1, 48\), 1: \(1, 8\), 2: \(1, 8\), 3: \(1, 2\)\)\. Pass layer="):
+    with pytest.raises(ValueError, match=r"last outputs: 0: \(1, 48\), 1: \(1, 8\), 2: \(1, 8\), 3: \(1, 2\)\)\. Pass MapSpec\(layer="):
         pa.find_target_layer(mlp, torch.rand(1, 3, 4, 4))
 
 

@@ -78,6 +78,8 @@ def test_misuse_is_explained():
         ProxyAttention(ds, capture=pa.MapCapture(ds), refresh={"fraction": 0.5})
     with pytest.raises(TypeError, match=r"refresh must be a dict of refresh\(\) arguments"):
         ProxyAttention(ds, refresh=0.2)
+    with pytest.raises(ValueError, match=r"observe=False does not apply with capture="):
+        ProxyAttention(ds, capture=pa.MapCapture(ds), observe=False)
 
 
 class Observing(Module):
@@ -187,3 +189,29 @@ def test_a_checkpoint_saved_mid_epoch_carries_the_staged_maps_and_a_resumed_fit_
     assert report.scanned == 32 and report.written == 32 == full_callback.reports[0].written
     assert torch.equal(resumed.bank.present, full.bank.present) and resumed.bank.present.all()
     torch.testing.assert_close(resumed.bank.maps, full.bank.maps, atol=0, rtol=0)
+
+
+class Manual(Observing):
+    """Manual optimisation: training_step runs its own backward and returns nothing."""
+
+    def __init__(self, ds):
+        super().__init__(ds)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        opt = self.optimizers()
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return None  # an ordinary step here, not a skipped one
+
+
+def test_manual_optimisation_returning_none_is_not_taken_for_a_skipped_batch(tmp_path):
+    ds = _ds()
+    capture = pa.MapCapture(ds, spec=pa.MapSpec(layer="net.features.3"))
+    callback = ProxyAttention(ds, "1,p", capture=capture)
+    with pytest.raises(ValueError, match=r"capture needs training_step to return the logits"):  # not silently discarded
+        _trainer(tmp_path, 2, callback).fit(Manual(ds), DataLoader(ds, batch_size=8))

@@ -360,3 +360,28 @@ def test_validate_args_false_gives_the_same_values_and_classes_pickle():
     metric.update(x, maps.unsqueeze(1))  # (B, 1, h, w) maps are accepted
     again = pickle.loads(pickle.dumps(metric))
     assert torch.equal(again.compute(), metric.compute())
+
+
+def test_a_collection_never_merges_metrics_whose_settings_differ():
+    """torchmetrics' compute groups merge metrics whose states are equal after the first update; settings
+    are not states, so two PointingGames with other tolerances (or curves of other models) would be computed
+    as one."""
+    from torchmetrics import MetricCollection
+
+    maps = torch.zeros(1, 3, 3)
+    maps[0, 0, 0] = 1.0
+    hit = torch.zeros(1, 3, 3, dtype=torch.bool)
+    hit[0, 0, 0] = True
+    near = torch.zeros(1, 3, 3, dtype=torch.bool)
+    near[0, 0, 1] = True
+    collection = MetricCollection({"t0": pa.metrics.PointingGame(tolerance=0), "t1": pa.metrics.PointingGame(tolerance=1),
+                                   "again": pa.metrics.PointingGame(tolerance=0)})
+    collection.update(maps, hit)  # every metric scores 1: equal states
+    collection.update(maps, near)
+    out = collection.compute()
+    assert (float(out["t0"]), float(out["t1"]), float(out["again"])) == (0.5, 1.0, 0.5)
+    groups = sorted(sorted(g) for g in collection.compute_groups.values())
+    assert groups == [["again", "t0"], ["t1"]]  # the same settings may still share one computation
+    model, other = nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    a, b = pa.metrics.DeletionAUC(model, steps=2), pa.metrics.DeletionAUC(other, steps=2)
+    assert not torch.equal(a.settings, b.settings) and "settings" not in a.state_dict()

@@ -209,7 +209,7 @@ def test_scanned_images_outside_unit_range_are_refused(model, base):
 
 def test_inference_mode_is_named(model, base):
     ds = pa.ProxyDataset(base)
-    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"refresh\(method='gradcam\+\+'\) needs gradients, which torch.inference_mode\(\) disables.*outside the inference_mode block"):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"refresh\(spec=MapSpec\('gradcam\+\+'\)\) needs gradients, which torch.inference_mode\(\) disables.*outside the inference_mode block"):
         pa.refresh(model, ds)
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode"):
         pa.attention_maps(model, base.tensors[0][:2])

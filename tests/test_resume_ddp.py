@@ -40,6 +40,7 @@ def _worker(rank: int, world: int, store: str, out: str, device: str) -> None:
         local = ds.observed_wrong
         # distributed=False: this rank's records alone, with no collective (rank 1 never joins one here)
         alone = pa.refresh(model, ds.__deepcopy__({}), fraction=1.0, seed=1, distributed=False) if rank == 0 else None
+        alone_state = ds.state_dict(distributed=False)["observed"].nonzero().flatten() if rank == 0 else None
         state = ds.state_dict()  # a collective: every rank calls it, rank 0 writes it
         if rank == 0:
             torch.save(state, os.path.join(out, "ds.pt"))
@@ -62,7 +63,7 @@ def _worker(rank: int, world: int, store: str, out: str, device: str) -> None:
             ProxyAttention(other, "1,p").load_state_dict(callback_state)
             from_callback = other.observed_wrong
         torch.save({
-            "local": local, "loaded": loaded, "from_callback": from_callback, "alone": None if alone is None else vars(alone),
+            "local": local, "alone_state": alone_state, "loaded": loaded, "from_callback": from_callback, "alone": None if alone is None else vars(alone),
             "uninterrupted": vars(uninterrupted), "resumed": vars(again), "present": (ds.bank.present.cpu(), resumed.bank.present.cpu()),
             "maps": (ds.bank.maps.cpu(), resumed.bank.maps.cpu()),
         }, os.path.join(out, f"rank{rank}.pt"))
@@ -74,6 +75,7 @@ def test_a_checkpoint_from_rank_zero_resumes_with_every_ranks_observations(tmp_p
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), str(device)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     union = sorted(set(r0["local"].tolist()) | set(r1["local"].tolist()))
+    assert r0["alone_state"].tolist() == r0["local"].tolist()  # state_dict(distributed=False): this rank's, no collective
     assert r0["local"].numel() and r1["local"].numel() and not set(r0["local"].tolist()) & set(r1["local"].tolist())
     for r in (r0, r1):
         assert r["loaded"].tolist() == union  # every rank resumes with the union, from rank 0's file

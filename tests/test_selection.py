@@ -38,7 +38,7 @@ def test_ties_go_to_the_lower_dataset_index():
     assert choose("loss", indices, wrong, score, fraction=1.0, seed=0).tolist() == [1, 3]
 
 
-def test_select_subset_does_not_depend_on_the_order_of_the_indices():
+def test_the_thesis_draw_does_not_depend_on_the_order_of_the_indices():
     indices = torch.arange(20, 50)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
     assert torch.equal(_thesis_subset(indices[perm], 0.3, 5), _thesis_subset(indices, 0.3, 5))

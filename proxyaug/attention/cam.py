@@ -78,7 +78,7 @@ def _record_layers(layers: List[TargetLayer], needs_grad: bool, records: Dict[in
             if not isinstance(output, torch.Tensor):
                 raise ValueError(
                     f"the target layer {layers[i].name!r} ({type(module).__name__}) returned a {type(output).__name__}; "
-                    "expected a tensor. Pass layer= a module that returns one."
+                    "expected a tensor. Pass MapSpec(layer=...) a module that returns one."
                 )
             if i in records:  # a block called twice: its first call, as capture and pytorch-grad-cam read it
                 return None
@@ -130,7 +130,7 @@ def compute_cams(
     """
     model = unwrap(model)
     if spec.needs_grad and spec.native:
-        check_grad_mode(f"method={spec.name!r}")
+        check_grad_mode(f"MapSpec({spec.name!r})")
     if not spec.native:
         return _adapter(model, x, layers, spec, target, size=size, progress=progress)
     records, grads = _activations_and_gradients(model, x, layers, spec, target)
@@ -165,7 +165,7 @@ def _adapter(
         )
     except RuntimeError:  # pytorch-grad-cam's gradient methods under inference mode
         if torch.is_inference_mode_enabled():
-            check_grad_mode(f"method={spec.name!r}")
+            check_grad_mode(f"MapSpec({spec.name!r})")
         raise
     if size is None:
         maps = normalize_maps(nn.functional.adaptive_avg_pool2d(maps[:, None], low)[:, 0])
@@ -187,7 +187,7 @@ def _activations_and_gradients(
     lg = extract_logits(out, spec.logits)
     missing = [t.name for i, t in enumerate(layers) if i not in records]
     if missing:
-        raise ValueError(f"the target layer(s) {missing} were not called in the forward pass; pass layer= modules the model uses.")
+        raise ValueError(f"the target layer(s) {missing} were not called in the forward pass; pass MapSpec(layer=...) modules the model uses.")
     order = sorted(records)
     grads: List[Optional[torch.Tensor]] = [None] * len(layers)
     if spec.needs_grad:
@@ -195,11 +195,11 @@ def _activations_and_gradients(
         with torch.enable_grad():  # the caller may be under no_grad
             score = lg.gather(1, cls.view(-1, 1)).sum()
         if not score.requires_grad:
-            raise ValueError(f"the logits do not depend on the target layer(s) {[t.name for t in layers]}; pass layer= modules on the path to the output.")
+            raise ValueError(f"the logits do not depend on the target layer(s) {[t.name for t in layers]}; pass MapSpec(layer=...) modules on the path to the output.")
         got = torch.autograd.grad(score, [records[i] for i in order], allow_unused=True)
         for i, g in zip(order, got):
             if g is None:
-                raise ValueError(f"the logits do not depend on the target layer {layers[i].name!r}; pass layer= a module on the path to the output.")
+                raise ValueError(f"the logits do not depend on the target layer {layers[i].name!r}; pass MapSpec(layer=...) a module on the path to the output.")
             grads[i] = g
     return records, grads
 

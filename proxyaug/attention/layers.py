@@ -61,7 +61,7 @@ class TargetLayer:
             if tokens.shape[1] != gh * gw:
                 raise ValueError(
                     f"the target layer {self.name!r} returned {t.shape[1]} tokens; expected {self.prefix_tokens} prefix "
-                    f"tokens and a {gh}x{gw} grid of patches. Pass reshape= a function to (B, C, h, w)."
+                    f"tokens and a {gh}x{gw} grid of patches. Pass MapSpec(reshape=...) a function to (B, C, h, w)."
                 )
             t = tokens.reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
         elif t.ndim == 4 and self.nhwc:
@@ -69,7 +69,7 @@ class TargetLayer:
         if t.ndim != 4:
             raise ValueError(
                 f"the target layer {self.name!r} ({type(self.module).__name__}) returned {tuple(t.shape)}; expected a "
-                "(B, C, h, w) tensor. Pass layer= a convolutional stage of the model, or reshape= a function that "
+                "(B, C, h, w) tensor. Pass MapSpec(layer=...) a convolutional stage of the model, or MapSpec(reshape=...) a function that "
                 "turns this output into (B, C, h, w)."
             )
         return t
@@ -164,7 +164,7 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> Tuple[str, nn.Module
     raise ValueError(
         f"could not find a target layer in {type(model).__name__}: no submodule produced a spatial "
         f"(B, C, h, w) output with h*w > 1 for an input of shape {tuple(x.shape)} (last outputs: {seen}). "
-        "Pass layer=<module or its name in model.named_modules()>, e.g. layer='layer4', and reshape= if its "
+        "Pass MapSpec(layer=<module or its name in model.named_modules()>), e.g. MapSpec(layer='layer4'), and reshape= if its "
         "output is not (B, C, h, w)."
     )
 

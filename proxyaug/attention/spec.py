@@ -90,11 +90,11 @@ def default_logits(output: Any) -> torch.Tensor:
     if isinstance(output, Mapping):
         raise TypeError(
             f"the model returned a {type(output).__name__} with keys {sorted(map(str, output))}; expected logits "
-            "under the key 'logits'. Pass logits= a function that picks them, e.g. logits=lambda out: out['scores']."
+            "under the key 'logits'. Pass MapSpec(logits=...) a function that picks them, e.g. MapSpec(logits=lambda out: out['scores'])."
         )
     raise TypeError(
         f"the model returned a {type(output).__name__}; expected logits (B, num_classes) or a tuple, dict or object "
-        "holding them. Pass logits= a function that picks them from the model's output."
+        "holding them. Pass MapSpec(logits=...) a function that picks them from the model's output."
     )
 
 
@@ -108,7 +108,7 @@ def extract_logits(output: Any, extract: Optional[LogitsFn] = None) -> torch.Ten
     lg = (extract or default_logits)(output)
     if not isinstance(lg, torch.Tensor) or lg.ndim != 2:
         got = tuple(lg.shape) if isinstance(lg, torch.Tensor) else type(lg).__name__
-        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes) (pass logits= to pick them).")
+        raise ValueError(f"the model returned {got}; expected logits of shape (B, num_classes) (pass MapSpec(logits=...) to pick them).")
     return lg
 
 

@@ -77,7 +77,7 @@ def pre_hook(st: Step, resolve: Optional[Callable[[torch.Tensor], None]]) -> Any
         st.size = tuple(x.shape[-2:]) if x is not None and x.ndim >= 2 else (0, 0)
         if resolve is not None:
             if x is None:
-                raise ValueError("layer=None needs the model's first positional input to be the image batch; pass layer=.")
+                raise ValueError("MapSpec(layer=None) needs the model's first positional input to be the image batch; pass MapSpec(layer=...).")
             st.resolving = True  # the search's own forward is not the step's
             try:
                 resolve(x.detach())
@@ -125,7 +125,17 @@ def recorded(st: Step, layers: List[TargetLayer]) -> bool:
     when it observed a batch, and a step that recorded only part of it raises.
     """
     if not st.acts:
-        if st.rows is not None and st.without_grad:
+        if st.rows is not None and st.size is None and not layers:
+            warnings.warn(
+                "capture: MapSpec(layer=None) finds the target layer on the first call of the module given to "
+                "capture.step(model), but its forward never ran in this step (a step that calls a submodule, as a "
+                "LightningModule's training_step calling self.net(x) does); nothing was captured. Call the module "
+                "itself in the step, pass the one you call (capture.step(self.net)), or name the layer: "
+                "MapSpec(layer='net.features.3').",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        elif st.rows is not None and st.without_grad:
             warnings.warn(
                 "capture: the model's forward ran under torch.no_grad() or torch.inference_mode() in this step, so the "
                 "target layer's output had no gradient and nothing was captured. Run the training forward with "
@@ -146,7 +156,7 @@ def recorded(st: Step, layers: List[TargetLayer]) -> bool:
         raise RuntimeError("the step ran the model but never called capture.observe(idx, logits, labels); call it inside the step.")
     if len(st.acts) != len(layers):
         absent = [t.name for i, t in enumerate(layers) if i not in st.acts]
-        raise ValueError(f"the target layer(s) {absent} were not called in the forward pass; pass layer= modules the model uses.")
+        raise ValueError(f"the target layer(s) {absent} were not called in the forward pass; pass MapSpec(layer=...) modules the model uses.")
     missing = [layers[i].name for i in st.acts if i not in st.grads]
     if missing:
         raise RuntimeError(

@@ -27,11 +27,15 @@ def concat(staged: List[Tuple[torch.Tensor, ...]]) -> Tuple[torch.Tensor, ...]:
     Examples:
         >>> concat([])[0].shape
         torch.Size([0])
+        >>> one = (torch.tensor([1]), torch.zeros(1, 2, 2), *[torch.tensor([True])] * 4)
+        >>> concat([one, one])[0]
+        tensor([1, 1])
     """
     if not staged:
         e = torch.empty(0)
         return e.long(), torch.empty(0, 0, 0), e.bool(), e, e.bool(), e.bool()
-    return tuple(torch.cat([b[k] for b in staged]) for k in range(6))
+    # on the latest step's device: a batch restored by load_state_dict lives on the bank's, which need not be the step's
+    return tuple(torch.cat([b[k].to(staged[-1][k].device) for b in staged]) for k in range(6))
 
 
 def collect(local: Tuple[torch.Tensor, ...], shard: Optional[Shard]) -> Tuple[torch.Tensor, ...]:

@@ -53,13 +53,17 @@ class ProxyAttention(Callback):
       the batch's mistakes are recorded (on the device, no host sync: ``capture.observe`` with a
       capture, else [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]), and the next
       refresh scans only those instead of the whole dataset. A ``training_step`` that returns
-      ``None`` (Lightning's way to skip a batch) records and stages nothing.
+      ``None`` (Lightning's way to skip a batch under automatic optimisation) records and stages
+      nothing.
     - **At the end of each training epoch** (after validation), the schedule decides whether to
       refresh: with a ``capture``, its staged maps are committed; otherwise
       [`refresh()`][proxyaug.refresh] runs with the LightningModule as the model and ``refresh``
       as its arguments.
-    - **With** ``capture``, each training batch runs inside ``capture.step``
-      (``training_step`` must return ``{"loss": loss, "logits": logits}``).
+    - **With** ``capture``, each training batch runs inside ``capture.step`` on the
+      LightningModule (``training_step`` must return ``{"loss": loss, "logits": logits}``); with
+      ``MapSpec(layer=None)`` the target layer is found on the module's own forward, so a
+      ``training_step`` that calls a submodule (``self.net(x)``) names the layer instead
+      (``MapSpec(layer="net.features.3")``).
     - **Checkpoints** carry the bank, the refresh count, the observations, the schedule's state and
       the capture's staged maps, gathered from every rank (``state_dict`` is a collective under
       ``torch.distributed``, and Lightning calls it on every rank), so a resumed fit, mid-epoch
@@ -78,7 +82,8 @@ class ProxyAttention(Callback):
             what the LightningModule does to images before its layers (normalisation), if
             ``forward`` does not do it itself.
         observe: ``None`` observes whenever ``training_step`` returns ``{"logits": ...}``;
-            ``True`` requires it (an error names what to return); ``False`` never observes.
+            ``True`` requires it (an error names what to return); ``False`` never observes (not
+            with ``capture``, whose ``observe`` records the mistakes of the steps it captures).
         monitor: the logged metric an on-plateau schedule watches (e.g. ``"val_acc"``).
 
     Each refresh logs ``proxyaug/wrong``, ``proxyaug/chosen`` and ``proxyaug/written``.
@@ -119,6 +124,8 @@ class ProxyAttention(Callback):
         self.refresh_kwargs = _check_refresh_kwargs(refresh)
         if observe not in (None, True, False):
             raise ValueError(f"observe={observe!r} is not valid; expected None, True or False.")
+        if capture is not None and observe is False:
+            raise ValueError("observe=False does not apply with capture=: capture.observe records the mistakes of the steps it captures.")
         self.schedule = schedule if isinstance(schedule, ProxySchedule) else ProxySchedule.parse(schedule)
         if isinstance(self.schedule, PlateauSchedule) and not monitor:
             raise ValueError("an on_plateau schedule needs monitor= the name of a logged metric, e.g. 'val_acc'.")
@@ -158,7 +165,9 @@ class ProxyAttention(Callback):
             step.__exit__(type(exception), exception, exception.__traceback__)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        skipped = outputs is None or (isinstance(outputs, Mapping) and not outputs)  # training_step returned None
+        # training_step returned None: Lightning skips the batch under automatic optimisation (and passes {} on);
+        # under manual optimisation it is an ordinary step that ran its own backward
+        skipped = getattr(pl_module, "automatic_optimization", True) and (outputs is None or (isinstance(outputs, Mapping) and not outputs))
         logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         if self._step is not None:
             self._end_step(logits, skipped, batch)  # capture.observe records the mistakes too

@@ -11,6 +11,7 @@ their sums over a restart through ``state_dict``. The sums are ``float64``; on M
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -56,6 +57,19 @@ class _MeanOfValues(Metric):
 
     def values(self, *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, ...]:
         raise NotImplementedError
+
+    def _settings(self, *settings: Any) -> None:
+        """Name the settings that shape the values in a state of their own.
+
+        A ``MetricCollection`` merges metrics whose states are equal after the first ``update``
+        (its compute groups) and then computes one for all: two of this class with different
+        settings (``PointingGame(tolerance=0)`` and ``tolerance=1``) must never be equal. So a digest
+        of the class and its settings (objects such as a model by identity) is a state too, of 8
+        bytes, reduced by ``"max"`` (the same on every rank) and left out of ``state_dict``.
+        """
+        text = "|".join([type(self).__name__, *(repr(s) if isinstance(s, (int, float, str, bool, type(None))) else f"id{id(s)}" for s in settings)])
+        digest = torch.tensor(list(hashlib.sha1(text.encode()).digest()[:8]), dtype=torch.float64)
+        self.add_state("settings", digest, dist_reduce_fx="max", persistent=False)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add a batch: the arguments are those of the metric's functional form."""
@@ -128,6 +142,7 @@ class PointingGame(_MeanOfValues):
     def __init__(self, *, tolerance: int = 0, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.tolerance, self.validate_args = tolerance, validate_args
+        self._settings(tolerance)
 
     def values(self, maps: torch.Tensor, regions: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return (pointing_game(maps, regions, tolerance=self.tolerance, validate_args=self.validate_args),)
@@ -197,10 +212,11 @@ class DeletionAUC(_MeanOfValues):
     ) -> None:
         super().__init__(**kwargs)
         self.__dict__["model"] = model  # not a submodule: .to() and state_dict() leave the user's model alone
-        self.settings = dict(steps=steps, baseline=baseline or self.default_baseline, preprocess=preprocess, validate_args=validate_args)
+        self.curve_settings = dict(steps=steps, baseline=baseline or self.default_baseline, preprocess=preprocess, validate_args=validate_args)
+        self._settings(model, steps, self.curve_settings["baseline"], preprocess)
 
     def values(self, x: torch.Tensor, maps: torch.Tensor, target: Any = None) -> Tuple[torch.Tensor, ...]:
-        return (auc(self.curve(self.model, x, maps, target=target, **self.settings)),)
+        return (auc(self.curve(self.model, x, maps, target=target, **self.curve_settings)),)
 
 
 class InsertionAUC(DeletionAUC):
@@ -242,6 +258,7 @@ class AverageDropIncrease(_MeanOfValues):
         super().__init__(**kwargs)
         self.__dict__["model"] = model  # not a submodule: .to() and state_dict() leave the user's model alone
         self.preprocess, self.validate_args = preprocess, validate_args
+        self._settings(model, preprocess)
 
     def values(self, x: torch.Tensor, maps: torch.Tensor, target: Any = None) -> Tuple[torch.Tensor, ...]:
         return average_drop_increase(self.model, x, maps, target=target, preprocess=self.preprocess, validate_args=self.validate_args)

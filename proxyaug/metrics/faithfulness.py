@@ -32,7 +32,8 @@ def _zeros(x: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    return gaussian_blur(x, default_blur_sigma(x.shape[-2:]))
+    # exact at every size: a metric's baseline is compared with other libraries', the training-time blur need not be
+    return gaussian_blur(x, default_blur_sigma(x.shape[-2:]), exact=True)
 
 
 def _mean(x: torch.Tensor) -> torch.Tensor:
@@ -40,8 +41,8 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
 
 
 #: What replaces a removed pixel (deletion) or stands in for a pixel not yet added (insertion), by
-#: name: ``"zeros"`` black; ``"blur"`` the image blurred by ``functional.gaussian_blur`` with
-#: sigma ``max(1, min(H, W) / 32)`` (RISE's insertion baseline); ``"mean"`` each image's
+#: name: ``"zeros"`` black; ``"blur"`` the image blurred by ``functional.gaussian_blur`` (exact, at
+#: every size) with sigma ``max(1, min(H, W) / 32)`` (RISE's insertion baseline); ``"mean"`` each image's
 #: per-channel mean. Baselines are made in image space, before ``preprocess``.
 BASELINES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"zeros": _zeros, "blur": _blur, "mean": _mean}
 

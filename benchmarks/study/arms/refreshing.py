@@ -60,7 +60,7 @@ def matched(settings: Dict[str, Any]) -> str:
 
 
 class RefreshingArm(Arm):
-    """An arm that runs ``ds.refresh`` at every refresh point and measures the maps it made:
+    """An arm that runs ``pa.refresh(model, ds)`` at every refresh point and measures the maps it made:
     ``p`` (share of training images with a map) and ``area`` (mean share of an image's pixels
     above the threshold). ``observe = true`` records each batch's mistakes for the next refresh."""
 
