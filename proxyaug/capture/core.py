@@ -55,7 +55,8 @@ class MapCapture:
     A, B on a fixed model); with ``proxies="append"`` whichever view the shuffle drew last would
     win. With ``proxies="replace"`` a sample with a map is then only revised by a refresh; with
     ``"append"`` its original item is canonical and keeps its map current. ``views="all"`` maps
-    every step's image as the model saw it (the behaviour of proxyaug 0.1).
+    every step's image as the model saw it (proxyaug 0.1's). The flags are read when ``observe``
+    runs: on the CPU path (workers prefetch) commit per epoch, not per step.
 
     A step whose ``A`` or ``dL/dA`` holds inf or NaN (a GradScaler step that overflowed) stages
     nothing. A sample staged twice keeps its last map. Each commit that considered a sample counts
