@@ -10,7 +10,7 @@ from .attention import MapSpec, map_resolution, model_device
 from .bank import MaskBank
 from .transform import ProxyTransform
 
-__all__ = ["CpuPath", "measure_resolution"]
+__all__ = ["CpuPath", "measure_resolution", "fix_resolution"]
 
 
 class CpuPath:
@@ -54,3 +54,23 @@ def measure_resolution(
     elif not x.is_floating_point():
         x = x.float() / 255  # the values do not matter for the shape, the dtype does
     return map_resolution(model, x, spec=spec)
+
+
+def fix_resolution(bank: MaskBank, measured: Tuple[int, int]) -> None:
+    """Give a bank with no resolution yet the ``measured`` one (before its memory is shared), or
+    refuse a bank whose resolution differs.
+
+    Examples:
+        >>> bank = MaskBank(2, resolution=None)
+        >>> fix_resolution(bank, (4, 4)); bank.resolution
+        (4, 4)
+    """
+    if bank.resolution is None:
+        h, w = measured
+        empty = {"maps": torch.zeros(len(bank), h, w), "present": torch.zeros(len(bank), dtype=torch.bool)}
+        bank.load_state_dict(empty)  # adopts the resolution, before the memory is shared
+    elif bank.resolution != measured:
+        raise ValueError(
+            f"the bank stores maps at {bank.resolution} but the model's target layer gives {measured} on "
+            f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
+        )

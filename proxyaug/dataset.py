@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from ._checks import check_choice, check_index, describe
 from .attention import MapSpec, as_spec
 from .bank import MaskBank
-from ._cpu_path import CpuPath, measure_resolution
+from ._cpu_path import CpuPath, fix_resolution, measure_resolution
 from ._items import check_first_item, check_item
 from ._layout import LAYOUTS
 from ._mistakes import MistakeTracker
@@ -263,7 +263,7 @@ class ProxyDataset(Dataset):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable; got {type(transform).__name__}.")
         if model is not None:
-            self._fix_resolution(measure_resolution(model, self.canonical(0)[0], as_spec(spec), preprocess))
+            fix_resolution(self.bank, measure_resolution(model, self.canonical(0)[0], as_spec(spec), preprocess))
         if self.bank.resolution is None:
             raise ValueError(
                 "the CPU path needs a fixed map resolution, so that the bank's shared memory is never reallocated: "
@@ -274,18 +274,6 @@ class ProxyDataset(Dataset):
         self._cpu_path = CpuPath(self.bank, **proxy)
         self._item_transform = transform
         return self
-
-    def _fix_resolution(self, measured: Tuple[int, int]) -> None:
-        """Give the bank the measured resolution, or refuse one that differs."""
-        if self.bank.resolution is None:
-            h, w = measured
-            empty = {"maps": torch.zeros(len(self.bank), h, w), "present": torch.zeros(len(self.bank), dtype=torch.bool)}
-            self.bank.load_state_dict(empty)  # adopts the resolution, before the memory is shared
-        elif self.bank.resolution != measured:
-            raise ValueError(
-                f"the bank stores maps at {self.bank.resolution} but the model's target layer gives {measured} on "
-                f"item 0; build the dataset with resolution={measured} (or leave resolution=None and pass model=)."
-            )
 
     def __getattr__(self, name: str) -> Any:
         dataset = self.__dict__.get("dataset")
