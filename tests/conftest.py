@@ -147,3 +147,17 @@ def predictions(model, ds):
         pred = model(x.to(next(model.parameters()).device)).argmax(1).cpu()
     model.train(was)
     return pred
+
+
+class SharedBlock(nn.Module):
+    """A block the forward applies twice (weights shared): the target layer fires twice per forward."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.block(self.block(self.stem(x).relu())).mean(dim=(2, 3)))

@@ -15,7 +15,7 @@ import proxyaug as pa
 from proxyaug.attention.methods import EIGEN, NATIVE_METHODS
 from proxyaug.functional import normalize_maps
 
-from .conftest import SmallCNN
+from .conftest import SharedBlock, SmallCNN
 
 N, B = 24, 8
 
@@ -799,22 +799,8 @@ def test_a_step_that_never_calls_the_given_module_with_layer_none_says_so():
 
 
 # -- a target layer the forward calls twice -------------------------------------------------------
-class _SharedBlock(nn.Module):
-    """A block the forward applies twice (weights shared): the target layer fires twice per forward."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.head(self.block(self.block(self.stem(x).relu())).mean(dim=(2, 3)))
-
-
 def test_capture_refresh_and_attention_maps_read_a_twice_called_layer_at_its_first_call():
-    model, ds = _SharedBlock(), _ds()
+    model, ds = SharedBlock(), _ds()
     x, _, idx = next(_batches(ds, 1))
     spec = pa.MapSpec("gradcam", layer="block")
     # by hand: A of each call and the gradient of the predicted classes' score there (through what follows it)

@@ -13,6 +13,8 @@ import proxyaug.attention.cam as cam_module
 from proxyaug.attention import resolve_layers
 from proxyaug.selection import budget_size
 
+from .conftest import SharedBlock
+
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -345,23 +347,9 @@ def test_random_control_matches_the_count_and_draws_from_all(model, base):
     assert any(set(d.indices.tolist()) & correct for d in draws)  # the control is not limited to mistakes
 
 
-class _SharedBlock(nn.Module):
-    """A block the forward applies twice (weights shared): its hooks fire twice per forward."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.head(self.block(self.block(self.stem(x).relu())).mean(dim=(2, 3)))
-
-
 @pytest.mark.parametrize("method", sorted(REFERENCE))
 def test_a_target_layer_called_twice_is_read_at_its_first_call_as_pytorch_grad_cam_reads_it(method):
-    model, x = _SharedBlock(), torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model, x = SharedBlock(), torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     spec = pa.MapSpec(method, layer="block")
     ours = pa.attention_maps(model, x, spec, target=[0, 1, 2, 3], size=(16, 16))
     flipped = None
