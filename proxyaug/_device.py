@@ -20,7 +20,8 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
     ``t.to("cuda")`` from pageable memory blocks until the stream has drained; a pinned copy
     sent with ``non_blocking=True`` does not (the caching host allocator keeps the pinned block
-    alive until the copy has run). Tensors that are already pinned (DataLoader ``pin_memory``)
+    alive until the copy has run). A copy to the host blocks, as it must before the host reads it.
+    Tensors that are already pinned (DataLoader ``pin_memory``)
     are sent as they are, and so is everything while ``torch.compile`` traces: pinning is a host
     call the graph cannot hold, and the compiled copy is the compiler's to schedule.
 
@@ -31,6 +32,8 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     device = torch.device(device)
     if t.device == device:
         return t
+    if device.type == "cpu":
+        return t.to(device)  # to the host: blocking, or the host could read it before the copy lands
     if t.device.type == "cpu" and device.type == "cuda" and not compiling() and not t.is_pinned():
         t = t.pin_memory()
     return t.to(device, non_blocking=True)

@@ -50,3 +50,22 @@ def test_the_option_wins_over_the_variable_and_is_reported():
     r = _run("tpu", "--device", "cpu")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "proxyaug tensor tests on: cpu" in r.stdout
+
+
+def test_to_device_blocks_on_a_copy_to_the_host(monkeypatch):
+    """non_blocking only from the host: a non-blocking copy to the host could be read before it lands
+    ("meta" stands in for an accelerator; the spy answers for it)."""
+    import torch
+
+    from proxyaug._device import to_device
+
+    calls = []
+
+    def spy(self, *args, **kwargs):
+        calls.append((self.device.type, str(args[0]) if args else None, kwargs.get("non_blocking", False)))
+        return torch.zeros(self.shape, dtype=self.dtype)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    to_device(torch.empty(3, device="meta"), torch.device("cpu"))
+    to_device(torch.arange(3), torch.device("meta"))
+    assert calls == [("meta", "cpu", False), ("cpu", "meta", True)]

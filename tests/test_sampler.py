@@ -157,28 +157,12 @@ def test_append_mode_in_lightning_follows_the_refresh(tmp_path):
     L = pytest.importorskip("lightning.pytorch")
     from proxyaug.integrations.lightning import ProxyAttention
 
-    class Module(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net, self.drawn = _wrong_on_every_image(), {}
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y, idx = batch
-            self.drawn.setdefault(self.current_epoch, []).extend(idx.tolist())
-            return nn.functional.cross_entropy(self(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.0)  # the predictions stay: every image stays wrong
-
     ds = _append_ds()
     callback = ProxyAttention(ds, pa.FixedSchedule([0], epochs=2), refresh={"indices": [2, 5, 11], "fraction": 1.0})
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, default_root_dir=str(tmp_path), callbacks=[callback],
                         use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1)
-    module = Module()
+    module = _Recording(str(tmp_path))  # defined below, once Lightning is known to import
     # batches of 4: 5 per epoch, then 6 (without reloading, Lightning would stop epoch 2 after the first 5)
     trainer.fit(module, DataLoader(ds, batch_size=4, sampler=pa.ProxySampler(ds)))
     assert callback.reports[0].written == 3

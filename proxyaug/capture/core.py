@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_index, check_labels, check_unit_interval, describe
+from .._device import to_device
 from .._distributed import shard_context
 from .._report import RefreshReport, agreed_layer
 from ..attention import MapSpec, as_spec, resolve_layers, unwrap
 from ..attention.layers import TargetLayer
 from ..protocol import Refreshable, check_refreshable
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
-from .hooks import Step, eager, is_compiled, layer_hook, pre_hook, recorded, send
+from .hooks import Step, eager, is_compiled, layer_hook, pre_hook, recorded
 from .maps import check_geometry, step_maps, to_canonical
 from .staging import collect, concat, from_state, last_of_each, with_kept
 
@@ -249,13 +250,13 @@ class MapCapture:
             raise RuntimeError("capture.observe() was called twice in one step; call it once, with the whole batch.")
         bank, device = self.ds.bank, logits.device
         rows = check_index("idx", idx, size=len(bank), length=logits.shape[0])
-        labels = send(check_labels("labels", labels, logits.shape[0]), device)
-        st.rows = send(rows, device)
+        labels = to_device(check_labels("labels", labels, logits.shape[0]), device)
+        st.rows = to_device(rows, device)
         self.ds.mistakes.update(st.rows % self.ds.num_samples, logits, labels)
         st.wrong = logits.detach().argmax(dim=1) != labels
         st.score = scores(self.select, logits.detach(), labels)
         if self.views == "canonical":  # a row that holds a map: the proxy transform may have changed the image
-            st.canonical = ~send(bank.present[send(rows, bank.device)], device)
+            st.canonical = ~to_device(bank.present[to_device(rows, bank.device)], device)
 
     def discard(self) -> None:
         """Stage nothing from the running step: for a batch your loop skips (no loss, no backward).

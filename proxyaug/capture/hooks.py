@@ -10,10 +10,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .._device import to_device
 from ..attention.layers import TargetLayer
 
-__all__ = ["Step", "is_compiled", "eager", "pre_hook", "layer_hook", "recorded", "send"]
+__all__ = ["Step", "is_compiled", "eager", "pre_hook", "layer_hook", "recorded"]
 
 
 @dataclasses.dataclass
@@ -31,17 +30,6 @@ class Step:
     resolving: bool = False
     discarded: bool = False
     without_grad: bool = False  # a target layer ran under no_grad / inference_mode
-
-
-def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``: from the host without blocking (pinned, ``proxyaug._device.to_device``); from an
-    accelerator with an ordinary copy (a non-blocking copy to the host could be read before it lands).
-
-    Examples:
-        >>> send(torch.arange(2), torch.device("cpu"))
-        tensor([0, 1])
-    """
-    return to_device(t, device) if t.device.type == "cpu" else t.to(device)
 
 
 def is_compiled(model: nn.Module) -> bool:
