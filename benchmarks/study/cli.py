@@ -45,6 +45,9 @@ def parse_args(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[O
     p.add_argument("--out")
     p.add_argument("--pool-size", type=int, help="a stratified seeded subset of this many pool images (default: all)")
     p.add_argument("--skip-test", action="store_true", default=None, help="never evaluate on the test split (a regime search)")
+    p.add_argument("--sizes", type=int, nargs="+", help="training-set sizes (nested class-balanced subsets of the pool, per seed)")
+    p.add_argument("--steps", type=int, nargs="+", help="optimisation budgets in steps, the same at every size")
+    p.add_argument("--eval-every", type=int, help="with --steps: evaluate every this many steps (and at the end)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from runs.jsonl")
     p.add_argument("--estimate", action="store_true", help="print how long the runs still to do take here, and stop")
@@ -52,7 +55,7 @@ def parse_args(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[O
     if args.config and args.preset:
         p.error("give --config or --preset, not both")
     overrides = {k: getattr(args, k) for k in ("datasets", "models", "seeds", "schedule", "lr", "batch_size", "size", "pretrained",
-                                              "root", "device", "workers", "threads", "grids", "out", "pool_size", "skip_test")}
+                                              "root", "device", "workers", "threads", "grids", "out", "pool_size", "skip_test", "sizes", "steps", "eval_every")}
     return args.config or args.preset, overrides, args
 
 
@@ -97,9 +100,18 @@ def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool
     import proxyaug as pa
 
     schedule = pa.ProxySchedule.parse(arm.get("schedule", study.schedule))
+    if study.sizes:  # one size of a learning curve: its subset, a step budget, evaluations every eval_every steps
+        pool = study.sizes[0]
     val = math.ceil(study.val_fraction * pool)
+    if study.sizes and study.val_cap:
+        val = min(val, study.val_cap * 10)
     train = pool - val
-    seconds = schedule.epochs * (train * costs["train"] + (val + (0 if study.skip_test else test)) * costs["eval"])
+    evals = schedule.epochs
+    images = schedule.epochs * train
+    if study.steps:
+        images = study.steps[0] * study.batch_size
+        evals = study.steps[0] // study.eval_every if study.eval_every else schedule.epochs
+    seconds = images * costs["train"] + evals * (val + (0 if study.skip_test else test)) * costs["eval"]
     if arm_kind(arm["kind"]).refreshes:
         budget = arm.get("budget")
         chosen = budget if isinstance(budget, int) else train * (budget if isinstance(budget, float) else arm.get("fraction", 0.2) * 0.1)
@@ -122,14 +134,15 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
     import proxyaug as pa
 
     done = load_done(os.path.join(study.out, "runs.jsonl"))
-    todo = [run for run, key in plan(study) if key not in done or not complete(done[key], study)]
-    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    for dname, mname, arm, _ in todo:
-        groups.setdefault((dname, mname), []).append(arm)
+    todo = [p for p, key in plan(study, done) if key not in done or not complete(done[key], study)]
+    groups: Dict[Tuple[str, str], List[Tuple[Dict[str, Any], Study]]] = {}
+    for p in todo:
+        groups.setdefault(p.run[:2], []).append((p.run[2], p.study))
     datasets = {d: load_data(d, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength, pool_size=study.pool_size)
                 for d in {d for d, _ in groups}}
-    images = sum(pa.ProxySchedule.parse(arm.get("schedule", study.schedule)).epochs * len(datasets[d].pool_labels) * (1 - study.val_fraction)
-                 for d, _, arm, _ in todo)
+    images = sum(p.study.steps[0] * study.batch_size if p.study.steps else
+                 pa.ProxySchedule.parse(p.run[2].get("schedule", study.schedule)).epochs * len(datasets[p.run[0]].pool_labels) * (1 - study.val_fraction)
+                 for p in todo)
     if not force and images < 200_000:
         log(f"estimate: {len(todo)} runs to do, {images:,.0f} training images: short, not calibrated (--estimate does)")
         return {"runs": len(todo), "seconds": None, "sessions": None}
@@ -141,8 +154,8 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
         for rec in done.values():
             if (rec["dataset"], rec["model"]) == (dname, mname):
                 measured.setdefault(rec["kind"], []).append(rec["wall_s"] + rec.get("explain_s", 0.0))
-        seconds = [sum(measured[a["kind"]]) / len(measured[a["kind"]]) if a["kind"] in measured
-                   else run_seconds(costs, a, study, len(data.pool_labels), len(data.test) if not study.skip_test else 0) for a in arms]
+        seconds = [sum(measured[a["kind"]]) / len(measured[a["kind"]]) if a["kind"] in measured and not one.sizes
+                   else run_seconds(costs, a, one, len(data.pool_labels), len(data.test) if not one.skip_test else 0) for a, one in arms]
         total += sum(seconds)
         source = "finished runs and " if measured else ""
         lines.append(f"  {dname} / {mname}: {len(arms)} runs, {_duration(sum(seconds))} ({_duration(sum(seconds) / len(arms))} per run; "
@@ -191,11 +204,18 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
         return estimate(study, force=True)
     if args.report_only:
         done = load_done(os.path.join(study.out, "runs.jsonl"))
-        records = [done[key] for _, key in plan(study) if key in done]
-        write_csv(study, records)  # runs merged into runs.jsonl by hand (another --out) join the table too
+        entries = [(p, key) for p, key in plan(study, done) if key in done]
+        write_csv(study, [done[key] for _, key in entries])  # runs merged into runs.jsonl by hand (another --out) join the table too
+        records = [done[key] for p, key in entries if p.phase == "main"]
     else:
         estimate(study)
         records = run_study(study)
+    if study.sizes:  # a learning-curve study: its own report
+        from .curves_report import curves_report
+
+        summary = curves_report(study, records, command)
+        print(f"wrote {study.out}/report.md, summary.json, plots ({time.perf_counter() - start:.0f} s)")
+        return summary
     if study.skip_test:  # no test accuracy to report: the regime search ranks on validation
         from .search import print_ranking
 

@@ -53,6 +53,15 @@ class Study:
     out: str = "runs/study"
     pool_size: Optional[int] = None  # a stratified seeded subset of the pool (train + validation); None: all of it
     skip_test: bool = False  # never evaluate on the test split (a regime search chooses on validation only)
+    # the learning-curve axes (benchmarks/study/budget.py): training-set sizes and step budgets
+    sizes: Optional[List[int]] = None  # nested class-balanced subsets of the pool, per seed (train + validation)
+    steps: Optional[List[int]] = None  # optimisation budgets in steps, the same at every size; a schedule unit is steps / units
+    eval_every: Optional[int] = None  # with steps: evaluate every this many steps (and at the end); None: after every unit
+    val_cap: Optional[int] = None  # with sizes: at most this many validation images per class
+    lr_schedule: str = "onecycle"  # or "cosine": linear warm-up over `warmup` of the steps, then cosine to 0
+    warmup: float = 0.05
+    tune: Optional[Dict[str, List[float]]] = None  # {"lr": [...], "weight_decay": [...]}: the baseline tuned per size on validation
+    tune_seeds: List[int] = dataclasses.field(default_factory=lambda: [100])
 
     def training_settings(self) -> Dict[str, Any]:
         """What every run of the study shares (part of each run's identity)."""
@@ -60,7 +69,10 @@ class Study:
                 "split_seed", "cue_strength", "pretrained", "small_stem")
         out = {k: getattr(self, k) for k in keys}
         # listed only when set, so the keys of runs made before these settings existed stay valid
-        out.update({k: getattr(self, k) for k in ("pool_size", "skip_test") if getattr(self, k) not in (None, False)})
+        out.update({k: getattr(self, k) for k in ("pool_size", "skip_test", "sizes", "steps", "eval_every", "val_cap")
+                    if getattr(self, k) not in (None, False)})
+        if self.lr_schedule != "onecycle":
+            out.update(lr_schedule=self.lr_schedule, warmup=self.warmup)
         return out
 
     def explain_settings(self) -> Dict[str, Any]:
@@ -164,4 +176,49 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
         raise ValueError(f"explain_method: {e}") from e
     if len(study.seeds) < 1:
         raise ValueError("seeds is empty; expected at least one seed (three or more for a comparison).")
+    check_axes(study)
     return study
+
+
+def _ints(name: str, values: Any, low: int) -> None:
+    if values is None:
+        return
+    if not isinstance(values, list) or not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+        raise ValueError(f"{name}={values!r} is not valid; expected None or a non-empty list of ints >= {low}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}={values!r} repeats a value; expected each once.")
+
+
+def check_axes(study: Study) -> None:
+    """The learning-curve settings (sizes, steps, tuning) of ``study``, checked before any run."""
+    from .budget import eval_after
+
+    _ints("sizes", study.sizes, 1)
+    _ints("steps", study.steps, 1)
+    if bool(study.sizes) != bool(study.steps):
+        raise ValueError(f"sizes={study.sizes!r} and steps={study.steps!r}: a learning-curve study sets both (one alone is not supported).")
+    if study.lr_schedule not in ("onecycle", "cosine"):
+        raise ValueError(f"lr_schedule={study.lr_schedule!r} is not valid; expected 'onecycle' or 'cosine'.")
+    if study.eval_every is not None and not study.steps:
+        raise ValueError(f"eval_every={study.eval_every!r} counts steps; it needs a step budget (steps = [...]).")
+    if study.val_cap is not None and not study.sizes:
+        raise ValueError(f"val_cap={study.val_cap!r} caps the validation part of a size's subset; it needs sizes = [...].")
+    for budget in study.steps or []:
+        for arm in study.arms:
+            units = pa.ProxySchedule.parse(arm.get("schedule", study.schedule)).epochs
+            if study.eval_every is not None:
+                eval_after(budget, units, study.eval_every)  # checks steps % units and eval_every
+            elif budget % units:
+                raise ValueError(f"steps={budget} does not divide into the {units} units of arm {arm['name']!r}'s schedule.")
+    if study.tune is not None:
+        if not study.sizes or not study.steps:
+            raise ValueError("tune tunes the baseline per size at the longest budget; it needs sizes = [...] and steps = [...].")
+        if not isinstance(study.tune, dict) or not study.tune or set(study.tune) - {"lr", "weight_decay"}:
+            raise ValueError(f"tune={study.tune!r} is not valid; expected a table with 'lr' and / or 'weight_decay' lists.")
+        for k, values in study.tune.items():
+            if not isinstance(values, list) or not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in values):
+                raise ValueError(f"tune.{k}={values!r} is not valid; expected a non-empty list of numbers >= 0.")
+        if not any(a["kind"] == "none" for a in study.arms):
+            raise ValueError("tune tunes the baseline (an arm of kind 'none'); the study has none.")
+        if set(study.tune_seeds) & set(study.seeds):
+            raise ValueError(f"tune_seeds={study.tune_seeds} share seeds with seeds={study.seeds}; expected seeds the study does not report.")

@@ -23,6 +23,7 @@ import proxyaug as pa
 
 from ..data import Data, split_fingerprint, split_pool
 from .arms import Context, arm_kind
+from .budget import cosine_warmup, eval_after, nested_subset, unit_steps
 from .config import Study
 from .explain import ExplainSet, measure, save_maps
 from .grids import save_grid
@@ -31,15 +32,21 @@ from .text import slug
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch.device, batch_size: int = 512, workers: int = 0) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on ``dataset`` of ``(x, y)``."""
+def accuracy(model: nn.Module, dataset: Any, preprocess: Callable, device: torch.device, batch_size: int = 512, workers: int = 0,
+             per_class: bool = False) -> Any:
+    """Top-1 accuracy of ``model`` (put in eval mode) on ``dataset`` of ``(x, y)``; with
+    ``per_class``, ``(accuracy, [accuracy of each class present])`` (classes by label, NaN for an absent one)."""
     model.eval()
-    correct = total = 0
+    hits, counts = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         pred = model(preprocess(x.to(device))).argmax(1).cpu()
-        correct += int((pred == y).sum())
-        total += len(y)
-    return correct / total
+        n = max(int(y.max()) + 1, counts.numel())
+        counts = torch.nn.functional.pad(counts, (0, n - counts.numel())) + torch.bincount(y, minlength=n)
+        hits = torch.nn.functional.pad(hits, (0, n - hits.numel())) + torch.bincount(y[pred == y], minlength=n)
+    acc = int(hits.sum()) / int(counts.sum())
+    if not per_class:
+        return acc
+    return acc, [h / c if c else float("nan") for h, c in zip(hits.tolist(), counts.tolist())]
 
 
 def rng_states() -> Dict[str, Any]:
@@ -96,7 +103,12 @@ class Run:
         self.study, self.data, self.model_name, self.spec, self.seed = study, data, model_name, spec, seed
         device = self.device = torch.device(study.device)
         self.schedule = pa.ProxySchedule.parse(spec["schedule"])
-        fixed = split_pool(data.pool_labels, study.val_fraction, study.split_seed)
+        if study.sizes:  # one size of a learning curve: the seed's nested class-balanced subset
+            (self.subset_size,) = study.sizes
+            fixed = nested_subset(data.pool_labels, self.subset_size, seed, study.val_fraction, study.val_cap)
+        else:
+            fixed = split_pool(data.pool_labels, study.val_fraction, study.split_seed)
+            self.subset_size = len(data.pool_labels)
         mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
         self.preprocess = lambda x: (x - mean) / std
@@ -106,13 +118,23 @@ class Run:
         context = Context(data.pool, data.pool_labels, fixed, study.val_fraction, device, self.preprocess, seed)
         self.arm = arm_kind(spec["kind"])(spec, context)
         self.n_train = context.n_train
+        units = self.schedule.epochs
+        if study.steps:  # a step budget: each unit of the schedule is steps / units optimiser steps
+            (self.budget,) = study.steps
+            self.draws = unit_steps(self.budget, units) * study.batch_size
+            self.evals = set(eval_after(self.budget, units, study.eval_every)) if study.eval_every else set(range(units))
+        else:  # epochs: each unit is one pass over the training images
+            self.draws, self.evals = self.n_train, set(range(units))
+            self.budget = units * math.ceil(self.n_train / study.batch_size)
         self.sampler_gen = torch.Generator().manual_seed(seed)
         self.use_split(*fixed)
-        steps = self.schedule.epochs * math.ceil(self.n_train / study.batch_size)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=study.lr, momentum=study.momentum, weight_decay=study.weight_decay, nesterov=True)
-        self.lr_sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=study.lr, total_steps=steps)
+        if study.lr_schedule == "cosine":
+            self.lr_sched: Any = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_warmup(self.budget, study.warmup))
+        else:
+            self.lr_sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=study.lr, total_steps=self.budget)
         self.history: Dict[str, Any] = {"test_acc": [], "val_acc": [], "loss": [], "rounds": [], "splits": [split_fingerprint(self.train_idx)],
-                                        "images_seen": 0, "wall_s": 0.0}
+                                        "images_seen": 0, "wall_s": 0.0, "eval_steps": [], "steps": 0}
         self.next_epoch, self.rounds_done = 0, 0
 
     def use_split(self, train_idx: torch.Tensor, val_idx: torch.Tensor) -> None:
@@ -122,9 +144,9 @@ class Run:
         self.arm.attach(self.ds)
         items = self.arm.items()
         if isinstance(items, pa.ProxyDataset):  # equal images per epoch, every arm
-            sampler: Sampler = LiveDraws(items, self.n_train, self.sampler_gen)
+            sampler: Sampler = LiveDraws(items, self.draws, self.sampler_gen)
         else:
-            sampler = RandomSampler(items, num_samples=self.n_train, generator=self.sampler_gen)
+            sampler = RandomSampler(items, num_samples=self.draws, generator=self.sampler_gen)
         self.loader = DataLoader(items, batch_size=self.study.batch_size, sampler=sampler, num_workers=self.study.workers)
 
     def resume(self, path: str) -> None:
@@ -159,6 +181,7 @@ class Run:
             self.lr_sched.step()
             total_loss += loss.detach() * len(y)  # summed on the device: no host sync per step
             seen += len(y)
+            self.history["steps"] = self.history.get("steps", 0) + 1
         self.history["images_seen"] += seen
         self.history["loss"].append(float(total_loss) / seen)
 
@@ -166,10 +189,14 @@ class Run:
         """Test and validation accuracy, appended to the curves (test NaN, never touched, with ``skip_test``)."""
         workers = self.study.workers
         skip = self.study.skip_test  # a regime search chooses on validation only: the test split stays unread
-        test_acc = float("nan") if skip else accuracy(self.model, self.data.test, self.preprocess, self.device, workers=workers)
+        test_acc, per_class = float("nan"), []
+        if not skip:
+            test_acc, per_class = accuracy(self.model, self.data.test, self.preprocess, self.device, workers=workers, per_class=True)
         val_acc = accuracy(self.model, Subset(self.data.pool, self.val_idx.tolist()), self.preprocess, self.device, workers=workers)
         self.history["test_acc"].append(test_acc)
         self.history["val_acc"].append(val_acc)
+        self.history.setdefault("eval_steps", []).append(self.history.get("steps", 0))
+        self.history["test_per_class"] = per_class
         return test_acc, val_acc
 
     def round(self, epoch: int, grid_dir: Optional[str] = None) -> str:
@@ -221,6 +248,8 @@ class Run:
             "settings": {k: v for k, v in spec.items() if k not in ("name", "kind", "compare")},
             "test_acc_curve": h["test_acc"], "val_acc_curve": h["val_acc"], "loss_curve": h["loss"],
             "rounds": rounds, "splits": h["splits"],
+            **({"subset_size": self.subset_size, "steps": self.budget, "lr": self.study.lr, "weight_decay": self.study.weight_decay,
+                "val_size": len(self.val_idx), "eval_steps": h["eval_steps"], "test_per_class": h["test_per_class"]} if self.study.sizes else {}),
             **({"explain": {k: v for k, v in h["explain"][-1].items() if k != "epoch"}, "explain_curve": h["explain"],
                 "explain_s": h["explain_s"]} if h.get("explain") else {}),
         }
@@ -243,7 +272,8 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
     for epoch in range(run.next_epoch, epochs):
         t0 = time.perf_counter()
         run.epoch()
-        test_acc, val_acc = run.evaluate()
+        evaluated = epoch in run.evals
+        test_acc, val_acc = run.evaluate() if evaluated else (float("nan"), float("nan"))
         note = run.round(epoch, grid_dir) if run.schedule.should_refresh(epoch) else ""
         run.history["wall_s"] += time.perf_counter() - t0
         if explain is not None and (study_points.should_refresh(epoch) or epoch == epochs - 1):
@@ -254,5 +284,7 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
         if checkpoint:
             run.checkpoint(epoch, checkpoint)
         test = " (test not read: skip_test)" if math.isnan(test_acc) else f" test {100 * test_acc:6.2f} %"
-        log(f"{tag} epoch {epoch + 1:2d}/{epochs} loss {run.history['loss'][-1]:.4f} val {100 * val_acc:6.2f} %{test}{note}")
+        accs = f" val {100 * val_acc:6.2f} %{test}" if evaluated else ""
+        unit = f"step {run.history['steps']:5d}/{run.budget}" if study.steps else f"epoch {epoch + 1:2d}/{epochs}"
+        log(f"{tag} {unit} loss {run.history['loss'][-1]:.4f}{accs}{note}")
     return run.record()

@@ -203,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if reused:
         raise SystemExit(f"--seeds {reused} were used by the grid; the re-run needs fresh seeds.")
     done = load_done(os.path.join(study.out, "runs.jsonl"))
-    records = [done[key] for _, key in plan(study) if key in done]
+    records = [done[key] for _, key in plan(study, done) if key in done]
     if not records:
         raise SystemExit(f"no finished runs of this grid in {study.out}; run it first: python -m benchmarks.study --config/--preset ...")
     if any(not math.isnan(r["test_acc"]) for r in records):
