@@ -190,3 +190,16 @@ def test_the_preset_is_valid_and_its_grid_is_stated():
     study = load_study("fashion-curves", {})
     assert study.sizes[0] == 600 and max(study.steps) == 4 * min(study.steps)
     assert len(tuning_grid(study)) == 6
+
+
+def test_per_class_accuracy_counts_each_class():
+    from benchmarks.study.loop import accuracy
+
+    class Zero(torch.nn.Module):  # predicts class 0 for every image
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+    data = torch.utils.data.TensorDataset(torch.zeros(6, 1, 2, 2), torch.tensor([0, 0, 1, 2, 2, 2]))
+    acc, per_class = accuracy(Zero(), data, lambda x: x, torch.device("cpu"), batch_size=4, per_class=True)
+    assert acc == pytest.approx(2 / 6) and per_class == [1.0, 0.0, 0.0]
+    assert accuracy(Zero(), data, lambda x: x, torch.device("cpu")) == pytest.approx(2 / 6)

@@ -17,12 +17,17 @@ and proxy grids per refresh under ``grids/`` (original | map | proxy, the replac
 in cyan with its area). Finished runs are skipped when the command is run again with the same
 settings, and an interrupted run resumes from its last epoch checkpoint (``checkpoints/``).
 
+With ``sizes`` and ``steps`` a study draws learning curves (``--preset fashion-curves``): nested
+class-balanced subsets per seed, the same step budget at every size, the baseline tuned per size on
+validation first (``budget``, ``tuning``, ``curves``, ``curves_report``, ``curves_plots``).
+
 Run ``python -m benchmarks.study --preset demo`` (``--help`` for options; presets and the config
 format are in ``benchmarks/configs/``); ``python -m benchmarks.train`` is the same command.
 
 Modules: ``config`` (settings, presets, arm tables), ``models``, ``arms`` (the arm kinds and their
 registry), ``loop`` (one run), ``runner`` (every run, ``runs.jsonl`` / ``runs.csv``), ``stats``,
-``report``, ``plots``, ``grids``, ``cli``; the data are ``benchmarks.data``.
+``report``, ``plots``, ``grids``, ``cli``, the learning curves' ``budget``, ``tuning``, ``curves``,
+``curves_report`` and ``curves_plots``; the data are ``benchmarks.data``.
 """
 
 from .arms import ARMS, KINDS, PROXY_DEFAULTS, Arm, RefreshingArm, arm_kind, keep_cut, register, roll_maps

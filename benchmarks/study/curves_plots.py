@@ -19,6 +19,12 @@ def _plt() -> Any:
     return plt
 
 
+def _size_ticks(ax: Any, sizes: List[int]) -> None:
+    """Tick the log axis at the study's sizes, written out (600, 1,500, ...)."""
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+
+
 def curve_plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any]) -> List[str]:
     """Write the three plots into ``out``; return their paths."""
     plt = _plt()
@@ -32,6 +38,7 @@ def curve_plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any]
             ax.errorbar([n * (1 + 0.03 * (k - len(g["arms"]) / 2)) for n, _ in pts], [100 * t["mean"] for _, t in pts],
                         yerr=[100 * t["std"] for _, t in pts], label=a, marker="o", ms=3, lw=1.2, capsize=2)
         ax.set(xscale="log", xlabel="training subset size (train + validation), log scale", ylabel="test accuracy % (mean ± sd over seeds)", title=group)
+        _size_ticks(ax, g["sizes"])
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(os.path.join(out, "curves.png"))
@@ -50,6 +57,7 @@ def curve_plots(out: str, records: List[Dict[str, Any]], summary: Dict[str, Any]
             ax.errorbar(x, y, yerr=err, label=a, marker="o", ms=3, lw=1.2, capsize=2)
         ax.axhline(0, color="black", lw=0.8)
         ax.set(xscale="log", xlabel="training subset size, log scale", ylabel="arm - baseline, pp (Bonferroni 95 % CI)", title=group)
+        _size_ticks(ax, summary[group]["sizes"])
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(os.path.join(out, "curve-differences.png"))

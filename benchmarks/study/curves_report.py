@@ -156,6 +156,25 @@ def _verdict(summary: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _seed_plan(study: Study, summary: Dict[str, Any], records: List[Dict[str, Any]], hours: float = 6.0, processes: int = 2) -> List[str]:
+    """Seeds planned from the spread of the paired differences so far: per budget and size, what the
+    effect that matters needs, and how many seeds ``hours`` of this machine (``processes`` side by
+    side) allow for every arm of the study."""
+    per_seed = sum(statistics.fmean(r["wall_s"] for r in records if (r["steps"], r["subset_size"], r["arm"]) == key)
+                   for key in {(r["steps"], r["subset_size"], r["arm"]) for r in records if r["arm"] == "baseline"})
+    afford = int(hours * 3600 * processes / (per_seed * len(study.arms))) if per_seed else 0
+    lines = ["## Seed plan", "",
+             f"From the spread of each paired difference so far (Bonferroni level over the sizes, 80 % power): the seeds the effect that "
+             f"matters needs. One seed of one arm over every size and budget takes {per_seed / 60:.0f} min of one process here, so "
+             f"{hours:.0f} h of this machine ({processes} processes) run about {afford} seeds of all {len(study.arms)} arms of the preset.", "",
+             "| budget | size | comparison | sd of the difference, pp | effect that matters | seeds it needs |", "|---|---|---|---|---|---|"]
+    for group, g in summary.items():
+        for c in g["comparisons"]:
+            if c["versus"] == "baseline" and not math.isnan(c["sd"]):
+                lines.append(f"| {g['steps']:,} | {c['size']:,} | {c['arm']} - baseline | {100 * c['sd']:.2f} | {100 * c['effect']:.1f} pp | {c['seeds_needed']} |")
+    return lines + [""]
+
+
 def curves_markdown(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any], env: Dict[str, Any], command: str,
                     tuning: Optional[Dict[Any, Any]]) -> str:
     """The learning-curve report (markdown), generated from the records and their summary."""
@@ -175,6 +194,7 @@ def curves_markdown(study: Study, records: List[Dict[str, Any]], summary: Dict[s
                   "over seeds (seeds that reached it / seeds; never reached: censored, counted as beyond the budget):", "",
                   *_targets_table(g), "", *_exchange_lines(g), "",
                   "Per-class test accuracy, arm - baseline, pp, mean over seeds:", "", *_per_class(g, classes), ""]
+    lines += _seed_plan(study, summary, records)
     return "\n".join(lines)
 
 
