@@ -132,6 +132,31 @@ def _per_class(g: Dict[str, Any], classes: List[str]) -> List[str]:
     return lines
 
 
+def _refreshes(g: Dict[str, Any], records: List[Dict[str, Any]]) -> List[str]:
+    """Per refreshing arm and size: wrongly predicted training images and maps written at each
+    refresh, mean over seeds (the thesis' rule starves where the model fits its images)."""
+    arms = [a for a in g["arms"] if arm_kind(g["kinds"][a]).refreshes]
+    rows = []
+    for a in arms:
+        for n in g["sizes"]:
+            rs = [r for r in records if (r["arm"], r["subset_size"], r["steps"]) == (a, n, g["steps"]) and r["rounds"]]
+            if not rs:
+                continue
+            k = min(len(r["rounds"]) for r in rs)
+            mean = lambda key, i: statistics.fmean(r["rounds"][i][key] for r in rs)  # noqa: E731
+            if k > 4:  # maps from the training step, committed often: first, middle and last commit
+                picks = [0, k // 2, k - 1]
+            else:
+                picks = list(range(k))
+            rows.append(f"| {a} | {n:,} | {rs[0]['train_size']:,} | " + " / ".join(f"{mean('wrong', i):.0f}" for i in picks) + " | "
+                        + " / ".join(f"{mean('written', i):.0f}" for i in picks) + f" | {statistics.fmean(r['masked_area_mean'] for r in rs):.3f} |")
+    if not rows:
+        return []
+    return ["Refreshes, mean over seeds (three refreshes; for maps from the training step the first, middle and last commit): training "
+            "images predicted wrong when scanned, maps written, and the masked share of a mapped image:", "",
+            "| arm | size | train images | wrong | maps written | masked area |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 FASHION_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
@@ -192,7 +217,7 @@ def curves_markdown(study: Study, records: List[Dict[str, Any]], summary: Dict[s
                   *[f"| {i['arm']} | {i['versus']} | {_pp(i['mean'])} | {_ci(i)} |" for i in g["interaction"]], "",
                   "Steps to target: the first evaluation at 95 % / 99 % of the baseline's mean final test accuracy at that size, median "
                   "over seeds (seeds that reached it / seeds; never reached: censored, counted as beyond the budget):", "",
-                  *_targets_table(g), "", *_exchange_lines(g), "",
+                  *_targets_table(g), "", *_exchange_lines(g), "", *_refreshes(g, records),
                   "Per-class test accuracy, arm - baseline, pp, mean over seeds:", "", *_per_class(g, classes), ""]
     lines += _seed_plan(study, summary, records)
     return "\n".join(lines)
