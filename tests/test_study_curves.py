@@ -16,7 +16,7 @@ pytest.importorskip("scipy")
 from benchmarks.data import load_data  # noqa: E402
 from benchmarks.study import curves, runner  # noqa: E402
 from benchmarks.study.budget import cosine_warmup, eval_after, nested_subset, unit_steps  # noqa: E402
-from benchmarks.study.config import Study, check_axes, load_study  # noqa: E402
+from benchmarks.study.config import Study, arm_settings, check_axes, load_study  # noqa: E402
 from benchmarks.study.loop import Run, train_run  # noqa: E402
 from benchmarks.study.tuning import choose, tuning_grid  # noqa: E402
 
@@ -203,3 +203,44 @@ def test_per_class_accuracy_counts_each_class():
     acc, per_class = accuracy(Zero(), data, lambda x: x, torch.device("cpu"), batch_size=4, per_class=True)
     assert acc == pytest.approx(2 / 6) and per_class == [1.0, 0.0, 0.0]
     assert accuracy(Zero(), data, lambda x: x, torch.device("cpu")) == pytest.approx(2 / 6)
+
+
+def _synthetic(law, worth, seeds=(0, 1, 2), sizes=(600, 1500, 3000, 6000, 15000, 60000), steps=2560):
+    """Records of a baseline on ``law`` and an arm worth ``worth`` times the data (plus seed noise
+    shared by both arms: paired), with curves that reach their final accuracy at half the budget."""
+    out = []
+    for s in seeds:
+        for n in sizes:
+            for arm, kind, m in (("baseline", "none", 1.0), ("proxy", "proxy", worth)):
+                acc = law(m * n) + 0.001 * s
+                out.append({"dataset": "d", "model": "cnn", "steps": steps, "subset_size": n, "arm": arm, "kind": kind, "seed": s,
+                            "test_acc": acc, "val_acc": acc, "eval_steps": [steps // 2, steps], "test_acc_curve": [acc, acc],
+                            "masked_area_mean": 0.0, "train_size": n, "val_size": 0, "lr": 0.1, "weight_decay": 0.0,
+                            "test_per_class": [acc] * 10, "rounds": [], "wall_s": 1.0,
+                            "settings": {k: v for k, v in arm_settings({"name": arm, "kind": kind}, Study()).items() if k not in ("name", "kind")}})
+    return out
+
+
+def test_the_summary_finds_a_known_data_multiplier_and_a_known_gap():
+    law = lambda n: 1 - (3.0 * n ** -0.4 + 0.04)  # noqa: E731
+    summary = curves.curve_summary(_synthetic(law, 2.0), Study())
+    (g,) = summary.values()
+    assert all(r == pytest.approx(2.0, rel=1e-3) for r in g["exchange"]["rates"]["proxy"].values())
+    assert all(r == pytest.approx(1.0) for r in g["exchange"]["rates"]["baseline"].values())
+    comps = {c["size"]: c for c in g["comparisons"]}
+    assert comps[600]["mean"] == pytest.approx(law(1200) - law(600)) and comps[600]["verdict"] == "better"
+    assert g["interaction"][0]["ci95_high"] < 0  # the gain shrinks as the data grow
+    targets = g["per_size"][600]["targets"]["0.99"]["steps"]
+    assert targets["baseline"] == [1280, 1280, 1280] and targets["proxy"] == [1280, 1280, 1280]
+
+
+def test_the_report_renders_from_records(tmp_path):
+    from benchmarks.study.curves_report import curves_markdown
+    from benchmarks.env import environment
+
+    law = lambda n: 1 - (3.0 * n ** -0.4 + 0.04)  # noqa: E731
+    records = _synthetic(law, 1.0)
+    study = Study(sizes=[600], steps=[2560], eval_every=1280, out=str(tmp_path))
+    text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
+    assert "## Verdict" in text and "proxy versus baseline: no detectable difference at any size" in text
+    assert "## Seed plan" in text and "| 2,560 | 600 | proxy - baseline |" in text

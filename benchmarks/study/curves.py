@@ -233,7 +233,9 @@ def _verdict(d: Dict[str, float]) -> str:
 
 
 def _exchange(g: Dict[str, Any], sizes: List[int]) -> Dict[str, Any]:
-    """The baseline's fitted curve and, per arm and size, the exchange rate of its mean accuracy."""
+    """The baseline's fitted curve and, per arm and size, the exchange rate of its mean accuracy
+    against the baseline's at the same size: ``n'(arm) / n'(baseline)``, both read off the fit, so
+    the fit's residual at that size cancels (the baseline is 1 by construction)."""
     base = [(n, g["per_size"][n]["arms"]["baseline"]["test_acc"]["mean"]) for n in sizes if "baseline" in g["per_size"][n]["arms"]]
     if len(base) < 3:
         return {}
@@ -241,8 +243,9 @@ def _exchange(g: Dict[str, Any], sizes: List[int]) -> Dict[str, Any]:
         fit = fit_curve([n for n, _ in base], [a for _, a in base])
     except (RuntimeError, ValueError) as e:  # no power law fits: say so instead of a number
         return {"error": str(e)}
-    rates = {a: {n: exchange_rate(fit, n, g["per_size"][n]["arms"][a]["test_acc"]["mean"]) for n in sizes if a in g["per_size"][n]["arms"]}
-             for a in g["arms"]}
+    own = {n: exchange_rate(fit, n, acc) for n, acc in base}
+    rates = {a: {n: exchange_rate(fit, n, g["per_size"][n]["arms"][a]["test_acc"]["mean"]) / own[n]
+                 for n in sizes if a in g["per_size"][n]["arms"] and n in own} for a in g["arms"]}
     residual = max(abs((1 - acc) - (fit[0] * n ** -fit[1] + fit[2])) for n, acc in base)
     monotone = all(x[1] <= y[1] for x, y in zip(base, base[1:]))
     return {"fit": fit, "rates": rates, "residual": residual, "monotone": monotone}

@@ -114,8 +114,9 @@ def _exchange_lines(g: Dict[str, Any]) -> List[str]:
     a, b, c = ex["fit"]
     lines = [f"Baseline fit: error(n) = {a:.3g} n^-{b:.3f} + {c:.4f} (n: subset size; largest residual {100 * ex['residual']:.2f} pp"
              + ("; the baseline's curve is not monotone, so rates near those sizes mean little" if not ex["monotone"] else "")
-             + "). Exchange rate: the data the fitted baseline "
-             "needs to match the arm's mean accuracy, as a multiple of the size (1.00: no gain; above 1: the arm is worth more data).", "",
+             + "). Exchange rate: how many times more data the fitted baseline needs to go from its own mean accuracy at that "
+             "size to the arm's (1.00: no gain; above 1: the arm is worth more data; *beyond the fit*: better than the fit's asymptote). Where the "
+             "curve is flat (large sizes) a small difference is a large rate: read it with the difference's interval.", "",
              "| arm | " + " | ".join(f"{n:,}" for n in g["sizes"]) + " |", "|---|" + "---|" * len(g["sizes"])]
     for arm, rates in ex["rates"].items():
         lines.append(f"| {arm} | " + " | ".join("beyond the fit" if math.isinf(rates.get(n, math.nan)) else f"{rates[n]:.2f}" if n in rates else "—"
