@@ -94,7 +94,7 @@ def calibrate(model_name: str, study: Study, channels: int, num_classes: int, st
         torch.set_rng_state(state)
 
 
-def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool: int, test: int) -> float:
+def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool: int, test: int, classes: int = 10) -> float:
     """Estimated seconds of one run: training, evaluation each epoch and, for refreshing arms, the
     scans of the training set and the maps (each costs about one training step)."""
     import proxyaug as pa
@@ -104,7 +104,7 @@ def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool
         pool = study.sizes[0]
     val = math.ceil(study.val_fraction * pool)
     if study.sizes and study.val_cap:
-        val = min(val, study.val_cap * 10)
+        val = min(val, study.val_cap * classes)  # val_cap counts validation images per class
     train = pool - val
     evals = schedule.epochs
     images = schedule.epochs * train
@@ -155,7 +155,8 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
             if (rec["dataset"], rec["model"]) == (dname, mname):
                 measured.setdefault(rec["kind"], []).append(rec["wall_s"] + rec.get("explain_s", 0.0))
         seconds = [sum(measured[a["kind"]]) / len(measured[a["kind"]]) if a["kind"] in measured and not one.sizes
-                   else run_seconds(costs, a, one, len(data.pool_labels), len(data.test) if not one.skip_test else 0) for a, one in arms]
+                   else run_seconds(costs, a, one, len(data.pool_labels), len(data.test) if not one.skip_test else 0, data.num_classes)
+                   for a, one in arms]
         total += sum(seconds)
         source = "finished runs and " if measured else ""
         lines.append(f"  {dname} / {mname}: {len(arms)} runs, {_duration(sum(seconds))} ({_duration(sum(seconds) / len(arms))} per run; "

@@ -211,7 +211,7 @@ def check_axes(study: Study) -> None:
             elif budget % units:
                 raise ValueError(f"steps={budget} does not divide into the {units} units of arm {arm['name']!r}'s schedule.")
     if study.tune is not None:
-        if not study.sizes or not study.steps:
+        if not study.sizes:  # sizes and steps come together (checked above)
             raise ValueError("tune tunes the baseline per size at the longest budget; it needs sizes = [...] and steps = [...].")
         if not isinstance(study.tune, dict) or not study.tune or set(study.tune) - {"lr", "weight_decay"}:
             raise ValueError(f"tune={study.tune!r} is not valid; expected a table with 'lr' and / or 'weight_decay' lists.")

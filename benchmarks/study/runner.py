@@ -152,8 +152,10 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
         for n, (p, key) in enumerate(todo, 1):
             ckpt = os.path.join(study.out, "checkpoints", key + ".pt")
             with claim(ckpt[:-3] + ".claim") as mine:
+                if not mine:  # another process runs it
+                    continue
                 done.update(load_done(jsonl))
-                if not mine or finished(key):  # another process runs it, or finished it since
+                if finished(key):  # another process finished it since the plan was made
                     continue
                 dname, mname, arm, seed = p.run
                 if dname not in data_cache:
