@@ -18,7 +18,7 @@ from benchmarks.study import curves, runner  # noqa: E402
 from benchmarks.study.budget import cosine_warmup, eval_after, nested_subset, unit_steps  # noqa: E402
 from benchmarks.study.config import Study, arm_settings, check_axes, load_study  # noqa: E402
 from benchmarks.study.loop import Run, train_run  # noqa: E402
-from benchmarks.study.tuning import choose, tuning_grid  # noqa: E402
+from benchmarks.study.tuning import choose, select_arms, tuning_grid  # noqa: E402
 
 LABELS = torch.arange(3000) % 10  # 300 images per class
 
@@ -159,6 +159,23 @@ def test_tuning_is_first_chooses_on_validation_and_never_reads_test(tmp_path, mo
         assert rec["val_acc_curve"] == other["val_acc_curve"] and rec["loss_curve"] == other["loss_curve"]
         drop = lambda rounds: [{k: v for k, v in r.items() if k != "seconds"} for r in rounds]  # noqa: E731
         assert json.dumps(drop(rec["rounds"])) == json.dumps(drop(other["rounds"]))
+
+
+def test_arms_run_without_the_baseline_get_the_tuning_it_made(tmp_path):
+    """``--arms proxy`` plans the config's tuning runs (the baseline's) and, once they are done,
+    the proxy runs of the full plan with the same keys and tuned settings; an unknown arm names itself."""
+    study = _study(tmp_path, tune={"lr": [0.01, 0.2]}, tune_seeds=[9])
+    only = select_arms(study, ["proxy"])
+    tuning = runner.plan(study, {})
+    assert [k for _, k in runner.plan(only, {})] == [k for _, k in tuning] and len(tuning) == 4
+    done = {k: {"key": k, "phase": "tune", "dataset": "digits", "model": "cnn", "subset_size": p.study.sizes[0],
+                "lr": p.study.lr, "weight_decay": p.study.weight_decay, "seed": 9, "val_acc": p.study.lr}
+            for p, k in tuning}  # the higher lr "wins" at every size
+    full = [(p.run[2]["name"], p.study.lr, k) for p, k in runner.plan(study, done) if p.phase == "main"]
+    mine = [(p.run[2]["name"], p.study.lr, k) for p, k in runner.plan(only, done) if p.phase == "main"]
+    assert mine == [f for f in full if f[0] == "proxy"] and len(mine) == 4 and {lr for _, lr, _ in mine} == {0.2}
+    with pytest.raises(ValueError, match=r"--arms \['nope'\] not in the config"):
+        select_arms(study, ["nope"])
 
 
 def test_claims_keep_two_processes_off_one_run(tmp_path):

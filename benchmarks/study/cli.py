@@ -18,6 +18,7 @@ from .config import Study, load_study
 from .models import build_model
 from .report import report
 from .runner import complete, load_done, plan, run_study, write_csv
+from .tuning import select_arms
 from .text import pp
 
 DESCRIPTION = "The accuracy study: does Proxy Attention help? Fair arms, controls and the thesis' protocol."
@@ -190,11 +191,10 @@ def main(argv: Optional[List[str]] = None, *, module: str = "benchmarks.study") 
     if study.threads:  # every path: the runs, the estimate's calibration, and the report header's thread count
         torch.set_num_threads(study.threads)
     if args.arms:
-        names = {a["name"] for a in study.arms}
-        missing = set(args.arms) - names
-        if missing:
-            raise SystemExit(f"--arms {sorted(missing)} not in the config; it has {sorted(names)}")
-        study.arms = [a for a in study.arms if a["name"] in args.arms]
+        try:
+            study = select_arms(study, args.arms)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     if args.fresh and os.path.isdir(study.out):
         import shutil
 

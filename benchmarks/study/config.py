@@ -62,6 +62,8 @@ class Study:
     warmup: float = 0.05
     tune: Optional[Dict[str, List[float]]] = None  # {"lr": [...], "weight_decay": [...]}: the baseline tuned per size on validation
     tune_seeds: List[int] = dataclasses.field(default_factory=lambda: [100])
+    # not a setting: the arm the tuning trains when ``--arms`` leaves the baseline out (``select_arms``)
+    tune_arm: Optional[Dict[str, Any]] = dataclasses.field(default=None, repr=False)
 
     def training_settings(self) -> Dict[str, Any]:
         """What every run of the study shares (part of each run's identity)."""
@@ -153,7 +155,7 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
             raise FileNotFoundError(f"config {config!r} not found; give a .toml/.json path or a preset: {', '.join(presets)}.")
         raw = read_config(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(Study)}
+    fields = {f.name for f in dataclasses.fields(Study)} - {"tune_arm"}
     unknown = set(raw) - fields
     if unknown:
         raise ValueError(f"unknown study settings {sorted(unknown)}; expected some of {sorted(fields)}.")

@@ -114,7 +114,7 @@ def rerun_config(study: Study, finalists: Sequence[Dict[str, Any]], *, seeds: Se
     """A study (TOML) re-running ``finalists`` on ``seeds`` with the baseline and their random-mask controls, test on."""
     default = Study()
     keep = {f.name: getattr(study, f.name) for f in dataclasses.fields(Study)
-            if f.name not in ("arms", "seeds", "out", "skip_test") and getattr(study, f.name) != getattr(default, f.name)}
+            if f.name not in ("arms", "seeds", "out", "skip_test", "tune_arm") and getattr(study, f.name) != getattr(default, f.name)}
     head = [f"# Written by python -m benchmarks.study.search from the grid in {study.out}: its best {len(finalists)} settings",
             "# on validation, re-run on fresh seeds with the baseline and their random-mask controls, compared on test.",
             f"out = {_toml(out)}", f"seeds = {_toml(list(seeds))}"]

@@ -36,8 +36,19 @@ def at(study: Study, size: int, steps: int, **changes: Any) -> Study:
 
 
 def baseline_arm(study: Study) -> Dict[str, Any]:
-    """The arm the tuning trains: the study's first arm of kind ``none``."""
-    return next(a for a in study.arms if a["kind"] == "none")
+    """The arm the tuning trains: the study's first arm of kind ``none`` (kept by ``select_arms``)."""
+    return study.tune_arm or next(a for a in study.arms if a["kind"] == "none")
+
+
+def select_arms(study: Study, names: List[str]) -> Study:
+    """``study`` running only the arms named (``--arms``). The tuning still trains the config's
+    baseline: an arm run without the baseline gets the settings tuned for it."""
+    known = [a["name"] for a in study.arms]
+    missing = sorted(set(names) - set(known))
+    if missing:
+        raise ValueError(f"--arms {missing} not in the config; it has {sorted(known)}")
+    tune_arm = baseline_arm(study) if study.tune else None
+    return dataclasses.replace(study, arms=[a for a in study.arms if a["name"] in names], tune_arm=tune_arm)
 
 
 def tuning_grid(study: Study) -> List[Dict[str, float]]:
