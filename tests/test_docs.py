@@ -168,6 +168,21 @@ def test_models_layer_example_runs():
     exec(compile(code, str(page), "exec"), {"x": torch.rand(2, 3, 64, 64)})
 
 
+def test_models_transformer_example_runs():
+    """The transformer-native example runs as printed, on a ViT's own block names."""
+    import torch
+
+    import proxyaug as pa
+
+    pytest.importorskip("timm")
+    page = ROOT / "docs" / "howto" / "models.md"
+    (code,) = [c for c in _python_blocks(page) if "rollout" in c]
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 224, 224)
+    ds = pa.ProxyDataset(torch.utils.data.TensorDataset(x, torch.tensor([1, 2])))
+    exec(compile(code, str(page), "exec"), {"x": x, "y": torch.tensor([1, 2]), "ds": ds, "pa": pa, "timm": __import__("timm")})
+
+
 def test_no_schedule_in_the_docs_refreshes_after_its_last_epoch():
     """Maps written after the last epoch are never trained on."""
     found = 0

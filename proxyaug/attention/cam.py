@@ -30,6 +30,7 @@ from .adapter import adapter_cams
 from .layers import TargetLayer, resolve_layers
 from .methods import EIGEN, contributions, eigen_projection
 from .spec import LogitsFn, MapSpec, as_spec, check_grad_mode, extract_logits
+from .transformer import transformer_maps
 
 __all__ = ["attention_maps", "compute_cams", "map_resolution"]
 
@@ -133,6 +134,8 @@ def compute_cams(
         check_grad_mode(f"MapSpec({spec.name!r})")
     if not spec.native:
         return _adapter(model, x, layers, spec, target, size=size, progress=progress)
+    if spec.transformer:  # the blocks' attention, not ``layers``' activations
+        return transformer_maps(model, x, spec, target, size=size)
     records, grads = _activations_and_gradients(model, x, layers, spec, target)
     image_size = tuple(x.shape[-2:])
     cams = []

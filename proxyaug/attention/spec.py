@@ -19,6 +19,7 @@ import torch
 from .adapter import adapter_methods
 from .layers import LayerSpec, Reshape
 from .methods import GRADIENT_FREE, NATIVE_METHODS
+from .transformer import TRANSFORMER_METHODS
 
 __all__ = ["MapSpec", "as_spec", "resolve_method", "default_logits", "extract_logits", "check_grad_mode"]
 
@@ -32,7 +33,7 @@ def _key(name: str) -> str:
 
 
 def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
-    """``(name, None)`` for a native method, ``(name, class)`` for one run through pytorch-grad-cam.
+    """``(name, None)`` for a native method (a CAM or a transformer-native method), ``(name, class)`` for one run through pytorch-grad-cam.
 
     ``method`` is a name (case, ``_`` and ``-`` ignored: ``"GradCAM++"``, ``"score_cam"``) or a
     pytorch-grad-cam class. A class always runs through the adapter, so passing
@@ -54,20 +55,21 @@ def resolve_method(method: Any) -> Tuple[str, Optional[type]]:
         raise TypeError(f"method={method.__name__} is not a pytorch-grad-cam CAM class; expected a name or a BaseCAM subclass.")
     if isinstance(method, str):
         key = _ALIASES.get(_key(method), _key(method))
-        if key in NATIVE_METHODS:
+        if key in NATIVE_METHODS or key in TRANSFORMER_METHODS:
             return key, None
         others = adapter_methods()
         if key in others:
             return key, others[key]
     others = sorted(set(adapter_methods()) - set(NATIVE_METHODS))
+    native = ", ".join(map(repr, [*NATIVE_METHODS, *TRANSFORMER_METHODS]))
     if not others:  # pytorch-grad-cam is an optional dependency
         raise ValueError(
-            f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native). "
+            f"method={method!r} is not supported; expected one of {native} (native). "
             "pytorch-grad-cam's other methods (scorecam, ablationcam, fullgrad, ...) need it installed: "
             "pip install 'proxyaug[gradcam]'."
         )
     raise ValueError(
-        f"method={method!r} is not supported; expected one of {', '.join(map(repr, NATIVE_METHODS))} (native) "
+        f"method={method!r} is not supported; expected one of {native} (native) "
         f"or a pytorch-grad-cam method: {', '.join(others)}."
     )
 
@@ -143,7 +145,11 @@ class MapSpec:
     ``spec`` and default to ``MapSpec()``, so that one spec gives the same maps everywhere.
 
     Native methods (torch only): ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
-    ``"layercam"``, ``"gradcamelementwise"``, ``"eigencam"``, ``"eigengradcam"``. Any other
+    ``"layercam"``, ``"gradcamelementwise"``, ``"eigencam"``, ``"eigengradcam"``; for vision
+    transformers (timm's ``VisionTransformer`` family, torchvision's ``VisionTransformer``) also
+    the transformer-native ``"rollout"`` (attention rollout, no gradient, no class) and
+    ``"legrad"`` (LeGrad), whose ``layer`` chooses blocks (``None``: all; how-to "Vision
+    transformers and other models"). Any other
     pytorch-grad-cam method (``"scorecam"``, ``"ablationcam"``, ``"fullgrad"``, ...) or class runs
     through an adapter with the same guarantees (not in [`MapCapture`][proxyaug.MapCapture], which
     has no pass of its own).
@@ -153,7 +159,7 @@ class MapSpec:
             pytorch-grad-cam class; ``"gradcam++"``, the thesis' choice, by default.
         layer: the target layer: a module, its name, or a list of them (maps averaged as
             pytorch-grad-cam does); ``None`` finds it (last spatial layer; for a ViT, the last
-            block's first norm).
+            block's first norm). For ``"rollout"`` and ``"legrad"``: the blocks used (``None``: all).
         reshape: turns the layer's output into ``(B, C, h, w)``; inferred for ViTs (tokens) and
             channels-last models (Swin), needed only for other layouts.
         logits: picks the logits from the model's output when it is not a tensor (default: first
@@ -198,6 +204,9 @@ class MapSpec:
             raise TypeError(f"reshape must be a callable turning the layer's output into (B, C, h, w); got {type(self.reshape).__name__}.")
         if self.logits is not None and not callable(self.logits):
             raise TypeError(f"logits must be a callable picking the logits from the model's output; got {type(self.logits).__name__}.")
+        if name in TRANSFORMER_METHODS and (self.eigen_smooth or self.reshape is not None):
+            which = "eigen_smooth=True" if self.eigen_smooth else "reshape"
+            raise ValueError(f"{which} is not used by method={name!r}, which reads the blocks' attention, not a layer's channels; leave it unset.")
 
     name: str = dataclasses.field(init=False, repr=False, compare=False)
     """The normalised method name (``"gradcam++"``, ``"scorecam"``, or a class's name)."""
@@ -210,9 +219,14 @@ class MapSpec:
         return self.cam_class is None
 
     @property
+    def transformer(self) -> bool:
+        """Whether it is a transformer-native method (``"rollout"``, ``"legrad"``), which reads attention probabilities."""
+        return self.name in TRANSFORMER_METHODS
+
+    @property
     def needs_grad(self) -> bool:
-        """Whether it needs gradients (every method but EigenCAM, and every adapter method)."""
-        return not (self.native and self.name in GRADIENT_FREE)
+        """Whether it needs gradients (every method but EigenCAM and rollout, and every adapter method)."""
+        return not (self.native and self.name in (*GRADIENT_FREE, "rollout"))
 
     def replace(self, **changes: Any) -> "MapSpec":
         """A copy with ``changes`` (validated again)."""

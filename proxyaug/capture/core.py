@@ -123,10 +123,10 @@ class MapCapture:
     ) -> None:
         check_refreshable(ds)
         self.spec = as_spec(spec)
-        if not self.spec.native:
+        if not self.spec.native or self.spec.transformer:
             raise ValueError(
-                f"method={self.spec.name!r} is not valid for capture; expected a native method (gradcam, gradcam++, xgradcam, "
-                "hirescam, layercam, ...): capture computes maps from the step's own A and dL/dA, with no pass of its own."
+                f"method={self.spec.name!r} is not valid for capture; expected a native CAM method (gradcam, gradcam++, xgradcam, "
+                "hirescam, layercam, ...): capture computes maps from the step's own A and dL/dA, with no pass of its own (rollout, legrad: refresh)."
             )
         self.ds, self.fraction = ds, check_unit_interval("fraction", fraction, low_open=True)
         self.select, self.budget = check_choice("select", select, SELECT), check_budget(budget)
