@@ -173,6 +173,27 @@ def test_random_mask_moves_the_mask_keeping_its_area():
     assert moved[1, 0:2, 7].eq(1).all() and moved[1, 0:2, 0:2].eq(1).all()  # wraps around
 
 
+@pytest.mark.parametrize("kind", sorted(k for k in KINDS if train.arm_kind(k).refreshes))
+def test_a_refresh_that_writes_no_map_leaves_the_batch_as_it_was(kind):
+    """The thesis' rule maps nothing once the model fits its images (the RQ3 study's 600 images):
+    every refreshing arm trains on, its batches untouched."""
+    from benchmarks.study.arms.base import Context
+
+    images, labels = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
+    pool = torch.utils.data.TensorDataset(images, labels)
+    context = Context(pool, labels, (torch.arange(6), torch.arange(6, 8)), 0.25, torch.device("cpu"), lambda t: t, 0)
+    arm = train.arm_kind(kind)({**train.arm_kind(kind).defaults, "name": kind, "kind": kind}, context)
+    arm.attach(arm.make_dataset(torch.arange(6)))
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(2, 2))
+    with torch.no_grad():  # a model that gets every image right: nothing is wrong, nothing is mapped
+        model[-1].weight.zero_(), model[-1].bias.copy_(torch.tensor([1.0, 0.0]))
+    arm.refresh(model)
+    assert arm.ds.bank.resolution is None
+    x = images[:4].clone()
+    assert torch.equal(arm.apply(x, labels[:4], torch.arange(4), model), images[:4])
+
+
 def test_keep_cut_avoids_the_salient_region():
     saliency = torch.zeros(16, 8, 8)
     saliency[:, :, :4] = 1.0  # the left half holds all the evidence

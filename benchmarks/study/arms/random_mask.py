@@ -50,7 +50,7 @@ class RandomMask(RefreshingArm):
         return pa.functional.replace(x, maps, mode=s["mode"], threshold=s["threshold"], weight=s["weight"], present=present)
 
     def apply(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        if self.shifts is None:
+        if self.shifts is None or self.ds.bank.resolution is None:  # no refresh yet, or none wrote a map
             return x
         idx = idx.to(x.device)
         maps, present = self.ds.bank.get(idx)
