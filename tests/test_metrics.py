@@ -280,6 +280,27 @@ def test_update_runs_without_a_host_sync(no_host_sync, device):
     assert torch.allclose(sparsity.compute(), M.sparsity(maps).mean())
 
 
+def _compare_on_ranks(rank: int) -> dict:
+    """The comparison classes (tests/test_metrics_compare.py) on unequal shares of one batch, and the functions on all of it."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(12, generator=g) < 0.6, torch.rand(12, generator=g) < 0.5
+    maps_a, maps_b = torch.rand(6, 3, 3, generator=g), torch.rand(6, 3, 3, generator=g)
+    x, y = torch.rand(4, 3, 4, 4, generator=g), torch.randint(0, 2, (4,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+    share, trials, images = (slice(0, 4), slice(0, 8), slice(0, 3)) if rank == 0 else (slice(4, 6), slice(8, 12), slice(3, 4))
+    consistency, spearman = M.ErrorConsistency(), M.MapSpearman()
+    occlusion = M.OcclusionCurve(model, patch=2, fractions=(0.0, 0.5, 1.0))
+    local = M.ErrorConsistency(sync_on_compute=False)
+    consistency.update(a[trials], b[trials])
+    local.update(a[trials], b[trials])
+    spearman.update(maps_a[share], maps_b[share])
+    occlusion.update(x[images], y[images], order=x[images, 0])
+    whole = M.occlusion_curve(model, x, y, patch=2, fractions=(0.0, 0.5, 1.0), order=x[:, 0]).float().mean(0)
+    return {"kappa": (consistency.compute(), M.error_consistency(a, b)), "local_kappa": local.compute(),
+            "spearman": (spearman.compute(), M.map_spearman(maps_a, maps_b).mean()), "occlusion": (occlusion.compute(), whole)}
+
+
 def _worker(rank: int, world: int, store: str, out: str) -> None:
     import torch.distributed as dist
 
@@ -295,7 +316,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         both = MetricCollection({"energy": M.EnergyInRegion(), "local": M.EnergyInRegion(sync_on_compute=False)})
         maps = torch.tensor([[[3.0, 1.0]]]) if rank == 0 else torch.tensor([[[1.0, 1.0]], [[1.0, 1.0]]])
         both.update(maps, torch.tensor([[[True, False]]]).expand(maps.shape[0], 1, 2))
-        torch.save({"sparsity": metric.compute(), **both.compute()}, f"{out}/{rank}.pt")
+        torch.save({"sparsity": metric.compute(), **both.compute(), **_compare_on_ranks(rank)}, f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -308,6 +329,10 @@ def test_compute_sums_over_ranks(tmp_path):
         # torchmetrics' own sync: a collection sums over ranks too; sync_on_compute=False keeps this rank's
         assert torch.allclose(got["energy"], torch.tensor((0.75 + 0.5 + 0.5) / 3))
         assert torch.allclose(got["local"], torch.tensor(0.75 if rank == 0 else 0.5))
+        for name in ("kappa", "spearman", "occlusion"):  # the comparison classes: every rank's share, not its own
+            synced, whole = got[name]
+            assert torch.allclose(synced, whole, atol=1e-6), name
+        assert not torch.allclose(got["local_kappa"], got["kappa"][1])  # a rank's own share tells another kappa
 
 
 def test_metrics_run_on_the_maps_device_and_agree_with_the_cpu(device):

@@ -1,5 +1,6 @@
-"""What every metric checks and shares: maps, regions, images and targets where they enter,
-the bilinear resize of maps, and the class probabilities of a model's forward.
+"""What every metric checks and shares: maps, regions, images, targets and right / wrong flags
+where they enter, the bilinear resize of maps, the order of a map's pixels, and the class
+probabilities of a model's forward.
 
 The checks that read values (non-finite maps, empty regions, target range) sync with the host
 once per call; pass ``validate_args=False`` to a metric to skip them in a tight loop.
@@ -77,6 +78,18 @@ def check_pair(x: torch.Tensor, maps: torch.Tensor) -> None:
         raise ValueError(f"maps are on {maps.device} but x is on {x.device}; move them with maps.to(x.device).")
 
 
+def check_correct(name: str, correct: Any) -> torch.Tensor:
+    """``correct`` as a bool ``(N,)`` tensor of right / wrong flags."""
+    if not isinstance(correct, torch.Tensor):
+        raise TypeError(f"{name} must be a bool tensor (N,) of right / wrong flags (e.g. preds == labels); got {describe(correct)}.")
+    if correct.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor of right / wrong flags; got dtype {correct.dtype}. Make one with e.g. preds == labels.")
+    if correct.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,): one flag per trial; got shape {tuple(correct.shape)}. "
+                         "Pass one column of a (B, F) curve at a time, e.g. curve[:, k].")
+    return correct
+
+
 def check_preprocess(preprocess: Any) -> Preprocess:
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable or None; got {describe(preprocess)}.")
@@ -90,6 +103,14 @@ def resize(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(m.shape[-2:]) == tuple(size):
         return m
     return F.interpolate(m.unsqueeze(1), size=tuple(int(s) for s in size), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def descending_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Each entry's place in its row's order, ``(B, N)`` int64: 0 for the highest value, ties by position
+    (a stable sort), so equal values never share a place and the order is the same on every device."""
+    b, n = values.shape
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return torch.empty_like(order).scatter_(1, order, torch.arange(n, device=values.device).expand(b, n))
 
 
 def probabilities(model: torch.nn.Module, x: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

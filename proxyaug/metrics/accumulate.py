@@ -32,7 +32,8 @@ class _MeanOfValues(Metric):
 
     A subclass names its values in ``names``, turns a batch into a tuple of ``(B,)`` tensors in
     ``values(...)``, and inherits ``update`` / ``compute`` and the states (one sum per name, and
-    ``count``). ``**kwargs`` are torchmetrics' ``Metric`` settings (``sync_on_compute``,
+    ``count``). A subclass whose values are curves, ``(B, F)``, calls ``_per_image_shape((F,))``
+    in its ``__init__``. ``**kwargs`` are torchmetrics' ``Metric`` settings (``sync_on_compute``,
     ``process_group``, ``dist_sync_fn``, ...).
 
     Examples:
@@ -58,6 +59,11 @@ class _MeanOfValues(Metric):
     def values(self, *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
+    def _per_image_shape(self, shape: Tuple[int, ...]) -> None:
+        """Each image's values are tensors of ``shape`` (a curve's points), and so are their sums."""
+        for name in self.names:
+            self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+
     def _settings(self, *settings: Any) -> None:
         """Name the settings that shape the values in a state of their own.
 
@@ -76,11 +82,12 @@ class _MeanOfValues(Metric):
         vals = self.values(*args, **kwargs)
         count: torch.Tensor = self.count
         for name, v in zip(self.names, vals):
-            getattr(self, name).add_(v.sum(dtype=count.dtype))
+            getattr(self, name).add_(v.sum(dim=0, dtype=count.dtype))
         count.add_(vals[0].shape[0])  # a Python int into a device tensor: no host-to-device copy
 
     def compute(self) -> Any:
-        """The mean of each value over every image seen (and every rank): a 0-d tensor, or a dict of them."""
+        """The mean of each value over every image seen (and every rank): a tensor (0-d, or a curve's
+        shape), or a dict of them."""
         count = self.count
         if float(count) == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() has no images to average; call update() with a batch first.")
@@ -100,7 +107,8 @@ class _MeanOfValues(Metric):
                 continue
             saved = state_dict[key]
             if not isinstance(saved, torch.Tensor) or saved.shape != here.shape:
-                raise ValueError(f"state holds {key}={describe(saved)}; {type(self).__name__} keeps a 0-d tensor there.")
+                kept = "a 0-d tensor" if here.ndim == 0 else f"a tensor of shape {tuple(here.shape)}"
+                raise ValueError(f"state holds {key}={describe(saved)}; {type(self).__name__} keeps {kept} there.")
             state_dict[key] = saved.to(here.device, here.dtype)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 

@@ -19,6 +19,7 @@ from ._inputs import (
     check_pair,
     check_preprocess,
     check_range,
+    descending_ranks,
     probabilities,
     resize,
     resolve_target,
@@ -49,11 +50,7 @@ BASELINES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"zeros": _zeros,
 
 def _ranks(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """Each pixel's place in the map's order, ``(B, 1, H, W)``: 0 for the highest value, ties by pixel index."""
-    m = resize(maps, size).flatten(1)
-    b, n = m.shape
-    order = torch.sort(m, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=m.device).expand(b, n))
-    return ranks.view(b, 1, *size)
+    return descending_ranks(resize(maps, size).flatten(1)).view(maps.shape[0], 1, *size)
 
 
 def _curve(model: nn.Module, x: Any, maps: Any, settings: Dict[str, Any], *, insert: bool) -> torch.Tensor:
