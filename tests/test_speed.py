@@ -9,7 +9,7 @@ from benchmarks import speed  # noqa: E402
 
 def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     results = speed.main(["--preset", "smoke", "--out", str(tmp_path)])
-    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics", "formats"}
+    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer"}
     saved = json.loads((tmp_path / "speed-smoke.json").read_text())
     env = saved["environment"]
     assert env["versions"]["torch"] and env["commit"] is not None and env["versions"]["captum"] and env["versions"]["torchcam"]
@@ -38,6 +38,11 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     assert set(formats) == {"float32", "bf16 autocast", "channels_last", "bf16 autocast + channels_last"}
     assert formats["float32"]["maps_max_abs_diff_vs_float32"] == 0 and formats["channels_last"]["maps_max_abs_diff_vs_float32"] < 1e-4
     assert saved["cases"]["bank"]["7x7"]["bytes_per_image"] == 99
+    vit = saved["cases"]["transformer"]  # the transformer-native maps beside a forward pass and torchcam's LeGrad
+    assert [r["method"] for r in vit["rows"]] == ["rollout", "legrad", "gradcam", "torchcam:legrad"]
+    assert vit["legrad_max_abs_diff_vs_torchcam"] < 1e-4 and vit["legrad_vs_torchcam"] > 0
+    for r in vit["rows"]:
+        assert r["vs_forward"] == pytest.approx(vit["forward"]["median_s"] / r["timing"]["median_s"])
     assert saved["cases"]["thesis"]["written"] == 8
     metrics = saved["cases"]["metrics"]
     assert {r["reference"] for r in metrics["rows"]} >= {"torchcam 0.5 DeletionInsertionMetric", "torchcam 0.5 ClassificationMetric"}

@@ -15,6 +15,7 @@ from torch import nn
 import proxyaug as pa
 
 from .formats import case_formats
+from .transformer import case_transformer
 from .measure import measure, measure_interleaved
 from .peers import FORMULA_NOTES, PEERS, PGC_CLASSES, agreement, flipped_maps, missing_for, peer_maps, peers_for
 
@@ -330,4 +331,4 @@ def case_metrics(cfg: Dict[str, Any], device: torch.device, log: Callable[[str],
 
 
 CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank, "metrics": case_metrics,
-         "formats": case_formats}
+         "formats": case_formats, "transformer": case_transformer}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-ALL_CASES = ["maps", "transform", "e2e", "thesis", "bank", "metrics", "formats"]
+ALL_CASES = ["maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer"]
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu": {
@@ -19,7 +19,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "transform_batch": 32, "thesis_images": 1200, "thesis_batch": 64,
         "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1],
         "metrics_batch": 8, "metrics_steps": 16, "metrics_repeats": 3,  # 16 steps: 224 * 224 pixels divide evenly, as torchcam needs
-        "cases": ["maps", "transform", "e2e", "thesis", "bank", "metrics"],  # formats: `--cases formats --merge`
+        "vit_shape": "vit_s_16",
+        "cases": ["maps", "transform", "e2e", "thesis", "bank", "metrics"],  # formats, transformer: `--cases ... --merge`
     },
     "gpu": {
         "device": "cuda", "size": 224, "batch": 64, "warmup": 3, "repeats": 10,
@@ -28,7 +29,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "transform_batch": 256, "thesis_images": 1200, "thesis_batch": 128,
         "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1, 2],
         "metrics_batch": 16, "metrics_steps": 16, "metrics_repeats": 5,
-        "formats_model": "resnet50", "cases": ALL_CASES,
+        "formats_model": "resnet50", "vit_shape": "vit_b_16", "cases": ALL_CASES,
     },
     # seconds: for the test suite, proves the script runs end to end
     "smoke": {
@@ -37,6 +38,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "transform_batch": 2, "thesis_images": 8, "thesis_batch": 4,
         "e2e_schedule": "1,p,1", "e2e_seeds": [0],
         "metrics_batch": 2, "metrics_steps": 16, "metrics_repeats": 1,
-        "cases": ALL_CASES,
+        "vit_shape": "vit_tiny_test", "cases": ALL_CASES,
     },
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from .formats import render_formats
+from .transformer import render_transformer
 from .peers import PEERS
 
 PEER_LABELS = {key: label for key, label, _ in PEERS}
@@ -218,6 +219,8 @@ def render(results: Dict[str, Any]) -> str:
         lines.append("")
     if "formats" in cases:
         lines += render_formats(cases["formats"])
+    if "transformer" in cases:
+        lines += render_transformer(cases["transformer"])
     if "metrics" in cases:
         lines += _render_metrics(cases["metrics"], results.get("case_runs", {}).get("metrics"))
     lines += ["### Targets", "", "| target | measured | met | limited by |", "|---|---|---|---|"]
