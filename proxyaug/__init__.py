@@ -9,13 +9,14 @@ Examples:
 
 __version__ = "0.2.0"
 
-from . import attention, capture, functional, metrics, protocol, selection, viz
+from . import attention, capture, functional, metrics, mixing, protocol, selection, viz
 from ._refresh import refresh
 from ._report import RefreshReport
 from .attention import MapSpec, attention_maps, find_target_layer
 from .bank import MaskBank
 from .capture import MapCapture
 from .dataset import ProxyDataset
+from .guided import KeepCutout, SalientMix
 from .schedule import EverySchedule, FixedSchedule, PlateauSchedule, ProxySchedule
 from .protocol import Refreshable
 from .sampler import ProxySampler
@@ -27,6 +28,7 @@ __all__ = [
     "capture",
     "functional",
     "metrics",
+    "mixing",
     "protocol",
     "selection",
     "viz",
@@ -34,6 +36,8 @@ __all__ = [
     "MaskBank",
     "MapCapture",
     "ProxyTransform",
+    "SalientMix",
+    "KeepCutout",
     "ProxyDataset",
     "ProxySampler",
     "RefreshReport",

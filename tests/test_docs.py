@@ -35,7 +35,7 @@ def test_every_public_name_has_a_runnable_example(name, obj):
 def test_every_public_name_is_in_the_api_reference():
     api = (ROOT / "docs" / "api.md").read_text()
     documented_modules = set(MODULES)
-    assert documented_modules == {"attention", "capture", "functional", "metrics", "protocol", "selection", "viz"}
+    assert documented_modules == {"attention", "capture", "functional", "metrics", "mixing", "protocol", "selection", "viz"}
     for name in pa.__all__:
         if name.startswith("__") or name in documented_modules:
             continue
