@@ -9,7 +9,7 @@ from benchmarks import speed  # noqa: E402
 
 def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     results = speed.main(["--preset", "smoke", "--out", str(tmp_path)])
-    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer"}
+    assert set(results["cases"]) == {"maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer", "guided"}
     saved = json.loads((tmp_path / "speed-smoke.json").read_text())
     env = saved["environment"]
     assert env["versions"]["torch"] and env["commit"] is not None and env["versions"]["captum"] and env["versions"]["torchcam"]
@@ -43,6 +43,11 @@ def test_speed_benchmark_runs_and_renders(tmp_path, capsys):
     assert vit["legrad_max_abs_diff_vs_torchcam"] < 1e-4 and vit["legrad_vs_torchcam"] > 0
     for r in vit["rows"]:
         assert r["vs_forward"] == pytest.approx(vit["forward"]["median_s"] / r["timing"]["median_s"])
+    guided = saved["cases"]["guided"]  # each map-guided transform beside its map-free peer, and whole steps
+    assert {"v2.CutMix", "Cutout (no map)", "KeepCutout", "SalientMix peak/mass", "step v2.CutMix", "step SalientMix + in-step maps",
+            "step SalientMix + extra pass (peers)"} <= set(guided["rows"])
+    plain = guided["rows"]["step v2.CutMix"]["timing"]["median_s"]
+    assert guided["in_step_vs_cutmix_step"] == pytest.approx(guided["rows"]["step SalientMix + in-step maps"]["timing"]["median_s"] / plain)
     assert saved["cases"]["thesis"]["written"] == 8
     metrics = saved["cases"]["metrics"]
     assert {r["reference"] for r in metrics["rows"]} >= {"torchcam 0.5 DeletionInsertionMetric", "torchcam 0.5 ClassificationMetric"}

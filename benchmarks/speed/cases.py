@@ -15,6 +15,7 @@ from torch import nn
 import proxyaug as pa
 
 from .formats import case_formats
+from .guided import case_guided
 from .transformer import case_transformer
 from .measure import measure, measure_interleaved
 from .peers import FORMULA_NOTES, PEERS, PGC_CLASSES, agreement, flipped_maps, missing_for, peer_maps, peers_for
@@ -331,4 +332,4 @@ def case_metrics(cfg: Dict[str, Any], device: torch.device, log: Callable[[str],
 
 
 CASES = {"maps": case_maps, "transform": case_transform, "e2e": case_e2e, "thesis": case_thesis, "bank": case_bank, "metrics": case_metrics,
-         "formats": case_formats, "transformer": case_transformer}
+         "formats": case_formats, "transformer": case_transformer, "guided": case_guided}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-ALL_CASES = ["maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer"]
+ALL_CASES = ["maps", "transform", "e2e", "thesis", "bank", "metrics", "formats", "transformer", "guided"]
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu": {
@@ -20,7 +20,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "e2e_schedule": "3,p,4,p,4,p,2", "e2e_seeds": [0, 1],
         "metrics_batch": 8, "metrics_steps": 16, "metrics_repeats": 3,  # 16 steps: 224 * 224 pixels divide evenly, as torchcam needs
         "vit_shape": "vit_s_16",
-        "cases": ["maps", "transform", "e2e", "thesis", "bank", "metrics"],  # formats, transformer: `--cases ... --merge`
+        "cases": ["maps", "transform", "e2e", "thesis", "bank", "metrics"],  # formats, transformer, guided: `--cases ... --merge`
     },
     "gpu": {
         "device": "cuda", "size": 224, "batch": 64, "warmup": 3, "repeats": 10,

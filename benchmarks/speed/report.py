@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from .formats import render_formats
+from .guided import render_guided
 from .transformer import render_transformer
 from .peers import PEERS
 
@@ -221,6 +222,8 @@ def render(results: Dict[str, Any]) -> str:
         lines += render_formats(cases["formats"])
     if "transformer" in cases:
         lines += render_transformer(cases["transformer"])
+    if "guided" in cases:
+        lines += render_guided(cases["guided"])
     if "metrics" in cases:
         lines += _render_metrics(cases["metrics"], results.get("case_runs", {}).get("metrics"))
     lines += ["### Targets", "", "| target | measured | met | limited by |", "|---|---|---|---|"]
