@@ -118,7 +118,7 @@ class _SetOut(_Segmenter):
 CASES: List[Case] = [
     # settings
     Case("settings", "unknown mode", lambda: _proxy(mode="sepia"), ValueError, r"mode='sepia' is not supported; expected one of 'blend', 'black', 'mean', 'blur'"),
-    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec("nocam")), ValueError, r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*\(native\) or a pytorch-grad-cam method: .*scorecam"),
+    Case("settings", "unknown method", lambda: pa.attention_maps(_cnn(), _x(), pa.MapSpec("nocam")), ValueError, r"method='nocam' is not supported; expected one of 'gradcam', 'gradcam\+\+'.*'rollout', 'legrad' \(native\)"),
     Case("settings", "unknown select", lambda: pa.refresh(_cnn(), _ds(), select="hardest"), ValueError, r"select='hardest' is not supported; expected one of 'wrong', 'loss', 'margin', 'entropy', 'random'"),
     Case("settings", "unknown target", lambda: pa.refresh(_cnn(), _ds(), target="other"), ValueError, r"target='other' is not supported"),
     Case("settings", "threshold out of range", lambda: _proxy(threshold=1.5), ValueError, r"threshold=1.5 is out of range; expected a number in \[0, 1\]"),

@@ -181,6 +181,7 @@ def test_dict_output_without_logits_names_the_keys(model):
 
 
 def test_pytorch_grad_cam_methods_work_under_no_grad(model):
+    pytest.importorskip("pytorch_grad_cam")
     x = torch.rand(2, 3, 16, 16)
     expect = pa.attention_maps(model, x, pa.MapSpec("fullgrad"))
     with torch.no_grad():

@@ -12,5 +12,6 @@ def test_bad_input_gets_a_clear_error(case):
 
 
 def test_docs_table_is_current():
+    pytest.importorskip("pytorch_grad_cam")  # the page is written with every extra installed: its messages name pytorch-grad-cam's methods
     page = pathlib.Path(__file__).parent.parent / "docs" / "errors.md"
     assert page.read_text() == render(), "docs/errors.md is stale: run python -m tests.error_cases > docs/errors.md"

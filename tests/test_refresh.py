@@ -237,6 +237,7 @@ def test_report_names_the_resolution_and_coarse_maps_warn(model, base):
 
 
 def test_progress_false_silences_pytorch_grad_cam_bars(model, base, capsys):
+    pytest.importorskip("pytorch_grad_cam")
     ds = pa.ProxyDataset(base)
     report = pa.refresh(model, ds, spec=pa.MapSpec("scorecam"), fraction=0.2, progress=False, batch_size=64)
     assert report.written > 0

@@ -3,6 +3,8 @@ import json
 import pytest
 
 pytest.importorskip("sklearn")
+for _peer in ("pytorch_grad_cam", "torchcam", "captum"):  # the benchmark's peers: the [bench] extra
+    pytest.importorskip(_peer)
 
 from benchmarks import speed  # noqa: E402
 
