@@ -21,13 +21,20 @@ With ``sizes`` and ``steps`` a study draws learning curves (``--preset fashion-c
 class-balanced subsets per seed, the same step budget at every size, the baseline tuned per size on
 validation first (``budget``, ``tuning``, ``curves``, ``curves_report``, ``curves_plots``).
 
+With ``compare = N`` (``--preset fashion-rq2``) every run is also measured after training for RQ2,
+"does it attend like a ViT?": maps, right / wrong flags and patch drop / shuffle robustness, saved
+per run; a model ``"vit"`` (a small ViT) and arms restricted to some models (``models``) put the
+ViT's baseline beside the CNN arms, and the report pairs each CNN arm with it by seed
+(``compare``, ``compare_stats``, ``compare_report``, ``compare_plots``).
+
 Run ``python -m benchmarks.study --preset demo`` (``--help`` for options; presets and the config
 format are in ``benchmarks/configs/``); ``python -m benchmarks.train`` is the same command.
 
 Modules: ``config`` (settings, presets, arm tables), ``models``, ``arms`` (the arm kinds and their
 registry), ``loop`` (one run), ``runner`` (every run, ``runs.jsonl`` / ``runs.csv``), ``stats``,
 ``report``, ``plots``, ``grids``, ``cli``, the learning curves' ``budget``, ``tuning``, ``curves``,
-``curves_report`` and ``curves_plots``; the data are ``benchmarks.data``.
+``curves_report`` and ``curves_plots``, RQ2's ``compare``, ``compare_stats``, ``compare_report`` and
+``compare_plots``; the data are ``benchmarks.data``.
 """
 
 from .arms import ARMS, KINDS, PROXY_DEFAULTS, Arm, RefreshingArm, arm_kind, keep_cut, register, roll_maps

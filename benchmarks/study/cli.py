@@ -14,7 +14,9 @@ import torch
 
 from ..data import load_data
 from .arms import arm_kind
+from .compare import compare_seconds
 from .config import Study, load_study
+from .loop import make_optimizer
 from .models import build_model
 from .report import report
 from .runner import complete, load_done, plan, run_study, write_csv
@@ -71,7 +73,7 @@ def calibrate(model_name: str, study: Study, channels: int, num_classes: int, st
         model = build_model(model_name, num_classes, channels, study.size, study.pretrained, study.small_stem).to(device)
         x = torch.rand(study.batch_size, channels, study.size, study.size, device=device)
         y = torch.randint(0, num_classes, (study.batch_size,), device=device)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        opt = make_optimizer(model, study)
         costs = {}
         for phase in ("train", "eval"):
             model.train(phase == "train")
@@ -113,6 +115,8 @@ def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool
         images = study.steps[0] * study.batch_size
         evals = study.steps[0] // study.eval_every if study.eval_every else schedule.epochs
     seconds = images * costs["train"] + evals * (val + (0 if study.skip_test else test)) * costs["eval"]
+    if study.compare and not study.skip_test:
+        seconds += compare_seconds(costs, test)
     if arm_kind(arm["kind"]).refreshes:
         budget = arm.get("budget")
         chosen = budget if isinstance(budget, int) else train * (budget if isinstance(budget, float) else arm.get("fraction", 0.2) * 0.1)
@@ -154,7 +158,7 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
         measured = {}
         for rec in done.values():
             if (rec["dataset"], rec["model"]) == (dname, mname):
-                measured.setdefault(rec["kind"], []).append(rec["wall_s"] + rec.get("explain_s", 0.0))
+                measured.setdefault(rec["kind"], []).append(rec["wall_s"] + rec.get("explain_s", 0.0) + rec.get("compare_s", 0.0))
         seconds = [sum(measured[a["kind"]]) / len(measured[a["kind"]]) if a["kind"] in measured and not one.sizes
                    else run_seconds(costs, a, one, len(data.pool_labels), len(data.test) if not one.skip_test else 0, data.num_classes)
                    for a, one in arms]

@@ -1,8 +1,9 @@
 """A study's settings: the ``Study`` dataclass, presets and config files (TOML / JSON), arm tables.
 
 Top-level keys of a config file are ``Study`` fields; each ``[[arms]]`` table is one arm: ``name``,
-``kind`` (a registered arm kind), optionally ``schedule`` and ``compare`` (reporting only: also
-compare this arm with these arms), and the settings its kind takes (``defaults`` of its class).
+``kind`` (a registered arm kind), optionally ``schedule``, ``compare`` (reporting only: also
+compare this arm with these arms) and ``models`` (the arm runs only on these of the study's
+models; neither enters a run's key), and the settings its kind takes (``defaults`` of its class).
 A list-valued setting expands into one arm per value (a grid).
 """
 
@@ -17,9 +18,11 @@ from typing import Any, Dict, Iterable, List, Optional
 import proxyaug as pa
 
 from .arms import ARMS, arm_kind
+from .models import VIT_SHAPE
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-COMMON_ARM_KEYS = ("name", "kind", "schedule", "compare")
+COMMON_ARM_KEYS = ("name", "kind", "schedule", "compare", "models")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclasses.dataclass
@@ -62,6 +65,11 @@ class Study:
     warmup: float = 0.05
     tune: Optional[Dict[str, List[float]]] = None  # {"lr": [...], "weight_decay": [...]}: the baseline tuned per size on validation
     tune_seeds: List[int] = dataclasses.field(default_factory=lambda: [100])
+    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adamw" (AdamW: lr and weight_decay as given; momentum unused)
+    # RQ2 (benchmarks/study/compare.py): maps on this many fixed test images and robustness on all of them, after training
+    compare: int = 0
+    compare_patch: int = 4  # patch drop: patch side in pixels (divides size)
+    compare_grids: List[int] = dataclasses.field(default_factory=lambda: [2, 4, 7])  # patch shuffle: grid sizes (each divides size)
     # not a setting: the arm the tuning trains when ``--arms`` leaves the baseline out (``select_arms``)
     tune_arm: Optional[Dict[str, Any]] = dataclasses.field(default=None, repr=False)
 
@@ -75,12 +83,19 @@ class Study:
                     if getattr(self, k) not in (None, False)})
         if self.lr_schedule != "onecycle":
             out.update(lr_schedule=self.lr_schedule, warmup=self.warmup)
+        if self.optimizer != "sgd":  # likewise: listed only when not the default
+            out["optimizer"] = self.optimizer
         return out
 
     def explain_settings(self) -> Dict[str, Any]:
         """How explanations are measured (``benchmarks.study.explain``): part of a run's identity when
         on (a record holds what was measured), absent when off so earlier keys stay valid."""
         return {k: getattr(self, k) for k in ("explain", "explain_method", "explain_steps")} if self.explain else {}
+
+    def compare_settings(self) -> Dict[str, Any]:
+        """How RQ2's comparison is measured (``benchmarks.study.compare``): part of a run's identity
+        when on, absent when off, as ``explain_settings``."""
+        return {"compare": self.compare, "compare_patch": self.compare_patch, "compare_grids": list(self.compare_grids)} if self.compare else {}
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -113,7 +128,7 @@ def expand_arms(arms: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if kind not in ARMS:
             raise ValueError(f"arms[{i}].kind={kind!r} is not valid; expected one of {', '.join(ARMS)}.")
         arm.setdefault("name", kind)
-        grid = {k: v for k, v in arm.items() if isinstance(v, list) and k != "compare"}
+        grid = {k: v for k, v in arm.items() if isinstance(v, list) and k not in ("compare", "models")}
         for values in itertools.product(*grid.values()):
             one = {**arm, **dict(zip(grid, values))}
             if grid:
@@ -154,6 +169,7 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
             presets = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".toml"))
             raise FileNotFoundError(f"config {config!r} not found; give a .toml/.json path or a preset: {', '.join(presets)}.")
         raw = read_config(path)
+    declared = list(raw.get("models", Study().models))  # the file's models: --models may narrow them
     raw.update({k: v for k, v in overrides.items() if v is not None})
     fields = {f.name for f in dataclasses.fields(Study)} - {"tune_arm"}
     unknown = set(raw) - fields
@@ -178,8 +194,48 @@ def load_study(config: Optional[str], overrides: Dict[str, Any]) -> Study:
         raise ValueError(f"explain_method: {e}") from e
     if len(study.seeds) < 1:
         raise ValueError("seeds is empty; expected at least one seed (three or more for a comparison).")
+    if study.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={study.optimizer!r} is not valid; expected one of {', '.join(map(repr, OPTIMIZERS))}.")
+    if "vit" in study.models and study.size % VIT_SHAPE["patch_size"]:
+        raise ValueError(f"size={study.size} is not divisible by the ViT's patch size {VIT_SHAPE['patch_size']}; "
+                         f"expected a multiple of it for model 'vit' (28 for Fashion-MNIST).")
+    check_arm_models(study, declared)
+    check_compare(study)
     check_axes(study)
     return study
+
+
+def check_arm_models(study: Study, declared: List[str]) -> None:
+    """Each arm's ``models``: a non-empty list of the config's models (``declared``, before
+    ``--models`` narrowed them); not with ``tune``, which tunes the baseline on every model."""
+    for arm in study.arms:
+        if "models" not in arm:
+            continue
+        models = arm["models"]
+        if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+            raise ValueError(f"arm {arm['name']!r} has models={models!r}; expected a non-empty list of the study's models {declared}.")
+        unknown = [m for m in models if m not in declared and m not in study.models]
+        if unknown:
+            raise ValueError(f"arm {arm['name']!r} has models={models!r}: {unknown} not in the study's models {declared}; expected some of them.")
+        if study.tune is not None:
+            raise ValueError(f"arm {arm['name']!r} has models={models!r}, which tune does not support (it tunes the baseline on every model); "
+                             "leave models out of a tuned study.")
+
+
+def check_compare(study: Study) -> None:
+    """RQ2's settings (``compare``, ``compare_patch``, ``compare_grids``), checked before any run."""
+    if isinstance(study.compare, bool) or not isinstance(study.compare, int) or study.compare < 0:
+        raise ValueError(f"compare={study.compare!r} is not valid; expected the number of test images to compare maps on (0: off).")
+    if not study.compare:
+        return
+    if study.skip_test:
+        raise ValueError(f"compare={study.compare} measures on test images, which skip_test=True forbids; set compare = 0 for a search.")
+    patch, grids = study.compare_patch, study.compare_grids
+    divisors = [d for d in range(1, study.size + 1) if study.size % d == 0]
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or study.size % patch:
+        raise ValueError(f"compare_patch={patch!r} does not divide size={study.size}; expected one of {divisors}.")
+    if not isinstance(grids, list) or not grids or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 or study.size % g for g in grids):
+        raise ValueError(f"compare_grids={grids!r} is not valid for size={study.size}; expected a non-empty list of grid sizes from {divisors}.")
 
 
 def _ints(name: str, values: Any, low: int) -> None:

@@ -62,8 +62,8 @@ class ExplainSet:
     info: str
 
 
-def _pick(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """``n`` indices of ``labels`` spread evenly over the classes (seeded), sorted."""
+def stratified_pick(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices of ``labels`` spread evenly over the classes (seeded), sorted (also the RQ2 comparison's map images)."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     per_class = -(-n // int(labels.max() + 1))
     taken: Dict[int, int] = {}
@@ -108,7 +108,7 @@ def explanation_set(data: Data, study: Study) -> Optional[ExplainSet]:
     if not n:
         return None
     test_labels = torch.as_tensor([int(data.test[i][1]) for i in range(len(data.test))])
-    pick = _pick(test_labels, min(n, len(test_labels)), study.split_seed + 777)
+    pick = stratified_pick(test_labels, min(n, len(test_labels)), study.split_seed + 777)
     if data.name in ("digits", "shortcut-digits"):
         made = _digit_images(study, pick, cue=data.name == "shortcut-digits")
         x, y = made["x"], made["y"]

@@ -24,6 +24,7 @@ import proxyaug as pa
 from ..data import Data, split_fingerprint, split_pool
 from .arms import Context, arm_kind
 from .budget import cosine_warmup, eval_after, nested_subset, unit_steps
+from .compare import CompareSet, measure_compare, save_compare
 from .config import Study
 from .explain import ExplainSet, measure, save_maps
 from .grids import save_grid
@@ -96,6 +97,13 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def make_optimizer(model: nn.Module, study: Study) -> torch.optim.Optimizer:
+    """The study's optimiser for ``model``: SGD with Nesterov momentum (the default), or AdamW."""
+    if study.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=study.lr, weight_decay=study.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=study.lr, momentum=study.momentum, weight_decay=study.weight_decay, nesterov=True)
+
+
 class Run:
     """A run's state: model, optimizer, LR schedule, arm, dataset, loader, RNGs and history."""
 
@@ -128,7 +136,7 @@ class Run:
             self.budget = units * math.ceil(self.n_train / study.batch_size)
         self.sampler_gen = torch.Generator().manual_seed(seed)
         self.use_split(*fixed)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=study.lr, momentum=study.momentum, weight_decay=study.weight_decay, nesterov=True)
+        self.opt = make_optimizer(self.model, study)
         if study.lr_schedule == "cosine":
             self.lr_sched: Any = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_warmup(self.budget, study.warmup))
         else:
@@ -224,6 +232,14 @@ class Run:
             save_maps(grid_path, eset, maps, self.study.grids)
         self.history["explain_s"] = self.history.get("explain_s", 0.0) + time.perf_counter() - t0
 
+    def compare(self, cset: CompareSet, path: str) -> None:
+        """RQ2's measurement after training (``benchmarks.study.compare``), saved to ``path``; not timed as training."""
+        t0 = time.perf_counter()
+        artifact = measure_compare(self.model, cset, self.preprocess, self.study)
+        artifact.update(dataset=self.data.name, model=self.model_name, arm=self.spec["name"], seed=self.seed)
+        save_compare(path, artifact)
+        self.history["compare_s"] = time.perf_counter() - t0
+
     def checkpoint(self, epoch: int, path: str) -> None:
         """Save everything ``resume`` needs after ``epoch`` (atomically: write, then rename)."""
         torch.save({
@@ -252,16 +268,18 @@ class Run:
                 "val_size": len(self.val_idx), "eval_steps": h["eval_steps"], "test_per_class": h["test_per_class"]} if self.study.sizes else {}),
             **({"explain": {k: v for k, v in h["explain"][-1].items() if k != "epoch"}, "explain_curve": h["explain"],
                 "explain_s": h["explain_s"]} if h.get("explain") else {}),
+            **({"compare_s": h["compare_s"]} if "compare_s" in h else {}),
         }
 
 
 def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], seed: int, *,
               checkpoint: Optional[str] = None, grid_dir: Optional[str] = None, log: Callable[[str], None] = print,
-              explain: Optional[ExplainSet] = None) -> Dict[str, Any]:
+              explain: Optional[ExplainSet] = None, compare: Optional[CompareSet] = None, compare_to: Optional[str] = None) -> Dict[str, Any]:
     """Train one (dataset, model, arm, seed) run, resuming from ``checkpoint`` if it exists; return its record.
 
     With ``explain``, explanations are measured on it after each refresh point of the study's
-    schedule (for every arm, at the same epochs) and after the last epoch."""
+    schedule (for every arm, at the same epochs) and after the last epoch. With ``compare``, RQ2's
+    measurement runs once after the last epoch and is saved to ``compare_to``."""
     run = Run(study, data, model_name, arm, seed)
     if checkpoint and os.path.exists(checkpoint):
         run.resume(checkpoint)
@@ -287,4 +305,10 @@ def train_run(study: Study, data: Data, model_name: str, arm: Dict[str, Any], se
         accs = f" val {100 * val_acc:6.2f} %{test}" if evaluated else ""
         unit = f"step {run.history['steps']:5d}/{run.budget}" if study.steps else f"epoch {epoch + 1:2d}/{epochs}"
         log(f"{tag} {unit} loss {run.history['loss'][-1]:.4f}{accs}{note}")
+    if compare is not None:
+        if compare_to is None:
+            raise ValueError("compare_to=None: RQ2's measurement needs a path to save to (runner: <out>/compare/<key>.pt).")
+        run.compare(compare, compare_to)
+        log(f"{tag} compared: maps of {len(compare.index)} test images, robustness on {len(compare.y)} -> {compare_to} "
+            f"({run.history['compare_s']:.0f} s)")
     return run.record()

@@ -38,7 +38,7 @@ def _header(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any]
         "",
         f"Protocol: one fixed stratified split per dataset (pool -> {1 - study.val_fraction:.0%} train / {study.val_fraction:.0%} validation, "
         f"test held out), schedule `{study.schedule}` ({pa.ProxySchedule.parse(study.schedule).epochs} epochs) for every arm, "
-        f"SGD (Nesterov, momentum {study.momentum}, weight decay {study.weight_decay}) with one-cycle LR (max {study.lr}), "
+        f"{_optimiser(study)}, "
         f"batch {study.batch_size}, {study.size}x{study.size} images, the same number of images per epoch for every arm, "
         f"seeds {study.seeds} (seed s: the same initial weights in every arm). Differences are paired by seed: mean and "
         "95 % t-interval, in percentage points (pp) of test accuracy"
@@ -49,6 +49,17 @@ def _header(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any]
         "consistently across datasets, models and against the controls.",
         "",
     ]
+
+
+def _optimiser(study: Study) -> str:
+    """The optimiser and learning-rate schedule, in words."""
+    if study.optimizer == "adamw":
+        opt = f"AdamW (weight decay {study.weight_decay})"
+    else:
+        opt = f"SGD (Nesterov, momentum {study.momentum}, weight decay {study.weight_decay})"
+    if study.lr_schedule == "cosine":
+        return f"{opt} with a linear warm-up over {study.warmup:.0%} of the steps, then cosine LR (max {study.lr})"
+    return f"{opt} with one-cycle LR (max {study.lr})"
 
 
 def _verdicts(summary: Dict[str, Any]) -> List[str]:
@@ -144,8 +155,13 @@ def report(study: Study, records: List[Dict[str, Any]], command: str, total_s: f
     with open(os.path.join(study.out, "summary.json"), "w") as f:
         json.dump({"study": dataclasses.asdict(study), "environment": env, "command": command, "summary": summary,
                    "explanations": expl}, f, indent=2)
+    text = markdown_report(study, records, summary, env, command, total_s)
+    if study.compare:  # RQ2: also compare.json and its plots
+        from .compare_report import compare_report
+
+        text += "\n" + "\n".join(compare_report(study, records))
     with open(os.path.join(study.out, "report.md"), "w") as f:
-        f.write(markdown_report(study, records, summary, env, command, total_s))
+        f.write(text)
     plots(study.out, records, summary, study)
     explanation_grids(study.out, expl, study.explain_method)
     return summary

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from ..data import Data, load_data
+from .compare import CompareSet, compare_path, comparison_set
 from .config import Study, arm_settings
 from .explain import KEYS as EXPLAIN_KEYS
 from .explain import ExplainSet, explanation_set
@@ -54,6 +55,8 @@ def plan(study: Study, done: Optional[Dict[str, Dict[str, Any]]] = None) -> List
         chosen = choose(study, list(done.values())) if study.tune else None
         if chosen is not None or not study.tune:
             runs += axis_runs(study, chosen)
+    only = {a["name"]: a["models"] for a in study.arms if a.get("models")}  # arms restricted to some models
+    runs = [p for p in runs if p.run[1] in only.get(p.run[2]["name"], [p.run[1]])]
     return [(p, run_key(*p.run, p.study)) for p in runs]
 
 
@@ -104,10 +107,13 @@ def load_done(path: str) -> Dict[str, Dict[str, Any]]:
 
 
 def complete(record: Dict[str, Any], study: Study) -> bool:
-    """Whether a finished run holds what the study measures: with explanations on, a run recorded
-    without them (or with other explanation settings) is run again. Measuring does not change
-    training, so the new record's accuracies equal the old one's."""
-    return not study.explain or record.get("explain_settings") == study.explain_settings()
+    """Whether a finished run holds what the study measures: with explanations (or RQ2's
+    comparison) on, a run recorded without them, with other settings, or (comparison) without its
+    file is run again. Measuring does not change training, so the new record's accuracies equal the old one's."""
+    explained = not study.explain or record.get("explain_settings") == study.explain_settings()
+    compared = not study.compare or record.get("phase") == "tune" or (record.get("compare_settings") == study.compare_settings()
+                                     and os.path.exists(compare_path(study.out, record["key"])))
+    return explained and compared
 
 
 def _save(jsonl: str, record: Dict[str, Any], done: Dict[str, Dict[str, Any]]) -> None:
@@ -142,6 +148,7 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
     done = load_done(jsonl)
     data_cache: Dict[str, Data] = {}
     eset: Optional[ExplainSet] = None
+    cset: Optional[CompareSet] = None
     finished = lambda key: key in done and complete(done[key], study)  # noqa: E731
     while True:  # a study with tuning plans its main runs once every tuning run is done
         done.update(load_done(jsonl))  # other processes' runs too
@@ -161,16 +168,20 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
                 if dname not in data_cache:
                     data_cache = {dname: load_data(dname, study.size, study.root, study.test_fraction, study.split_seed, study.cue_strength,
                                                     pool_size=study.pool_size)}
-                    eset = explanation_set(data_cache[dname], study)
-                    log(data_cache[dname].info + (f"; explanations on {eset.info}" if eset else ""))
+                    eset, cset = explanation_set(data_cache[dname], study), comparison_set(data_cache[dname], study)
+                    log(data_cache[dname].info + (f"; explanations on {eset.info}" if eset else "") + (f"; RQ2 {cset.info}" if cset else ""))
                 where = f" / size {p.study.sizes[0]} / {p.study.steps[0]} steps / lr {p.study.lr} wd {p.study.weight_decay}" if p.study.sizes else ""
                 log(f"run {n}/{len(todo)} ({p.phase}): {dname} / {mname} / {arm['name']} / seed {seed}{where}")
                 grid_dir = os.path.join(study.out, "grids") if seed == study.seeds[0] else None
                 one_eset = eset if p.study.explain else None
-                record = train_run(p.study, data_cache[dname], mname, arm, seed, checkpoint=ckpt, grid_dir=grid_dir, log=log, explain=one_eset)
+                one_cset = cset if p.study.compare and not p.study.skip_test else None  # a tuning run never reads test
+                record = train_run(p.study, data_cache[dname], mname, arm, seed, checkpoint=ckpt, grid_dir=grid_dir, log=log, explain=one_eset,
+                                   compare=one_cset, compare_to=compare_path(study.out, key))
                 record.update(key=key, phase=p.phase)
                 if one_eset is not None:
                     record.update(explain_info=one_eset.info, explain_settings=study.explain_settings())
+                if one_cset is not None:
+                    record.update(compare_info=one_cset.info, compare_settings=study.compare_settings())
                 _save(jsonl, record, done)
                 os.remove(ckpt)
                 ran = True
