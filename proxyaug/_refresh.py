@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from ._checks import check_choice, check_index, check_labels, check_positive_int, check_unit_interval, check_unit_range
 from .attention import MapSpec, as_spec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
 from ._distributed import shard_context
+from ._warn import COARSE, count_empty, warn_coarse
+from .attention.layers import finer_layer
 from .protocol import Refreshable, check_refreshable
 from ._report import RefreshReport, agreed_layer
 from .selection import POLICIES, SELECT, Budget, budget_size, check_budget, choose, scores
@@ -84,6 +86,7 @@ class _Refresh:
     def __init__(self, model: nn.Module, ds: Refreshable, spec: MapSpec, **settings: Any) -> None:
         self.model, self.ds, self.spec = model, ds, spec
         self.layers = resolve_layers(model, spec.layer, None, spec.reshape) if spec.layer is not None else None
+        self.example: Optional[torch.Tensor] = None  # the first image mapped, to name a finer layer if the maps are coarse
         self.__dict__.update(settings)  # select, target, fraction, preprocess, batch_size, ...
         self.shard = shard_context(self.distributed)
 
@@ -176,6 +179,8 @@ class _Refresh:
         parts: List[torch.Tensor] = []
         for x, y in self.batches(chosen, "proxyaug maps"):
             x = self.prepare(x)
+            if self.example is None:
+                self.example = x[:1]
             if self.layers is None:
                 self.layers = resolve_layers(self.model, None, x, self.spec.reshape)
             cls = check_labels("labels", y).to(self.device) if self.target == "label" else None
@@ -227,18 +232,15 @@ def _finite(maps: Optional[torch.Tensor], chosen: torch.Tensor) -> Tuple[torch.T
     return chosen, maps, 0
 
 
-def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor) -> Optional[Tuple[int, int]]:
-    """The maps' ``(h, w)``, with a warning when they are too coarse to be useful."""
+def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor, run: "_Refresh") -> Optional[Tuple[int, int]]:
+    """The maps' ``(h, w)``, with a warning at the caller's line when they are too coarse to be useful
+    (naming a finer layer of the model, found with one forward of an example image)."""
     if maps is None or not written.numel():
         return None
     h, w = int(maps.shape[-2]), int(maps.shape[-1])
-    if h * w <= 4:
-        warnings.warn(
-            f"the maps are {h}x{w}: too coarse to single out what misled the model. Pick an "
-            "earlier target layer with MapSpec(layer=...) (a finer stage), or feed larger images.",
-            UserWarning,
-            stacklevel=3,
-        )
+    if h * w <= COARSE:
+        finer = finer_layer(run.model, run.example, (h, w)) if run.example is not None else None
+        warn_coarse("refresh", (h, w), ",".join(t.name for t in run.layers or []), finer)
     return h, w
 
 
@@ -371,7 +373,7 @@ def refresh(
         seconds=0.0, scan_seconds=scan_end - start, attention_seconds=end - scan_end, method=spec.name,
         layer=agreed_layer(run.shard, ",".join(t.name for t in run.layers or [])), indices=written, source=source,
         skipped=skipped, select=run.select, world_size=run.shard.world_size if run.shard else 1,
-        computed=run.mine(chosen).numel(), rows=ds.rows(written), resolution=_resolution(maps, written),
+        computed=run.mine(chosen).numel(), rows=ds.rows(written), resolution=_resolution(maps, written, run), empty=count_empty(maps) if written.numel() else 0,
         budget=budget_size(run.budget, wrong=int(wrong.sum()), scanned=candidates.numel(), fraction=run.fraction),
         budget_rule=_rule(run.budget), dropped=_dropped(ds, written) if reset else 0,
     )

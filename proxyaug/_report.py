@@ -41,6 +41,8 @@ class RefreshReport:
             below it when fewer images qualify (``select="wrong"`` maps wrong images only).
         budget_rule: the budget as given: ``"thesis"``, ``"share 0.05"`` or ``"count 256"``.
         dropped: maps that ``reset=True`` removed from the bank (samples that had one and got none).
+        empty: maps written that are all zero: the method found no positive evidence for the class at
+            the target layer (its ReLU removed every value), so they mark no pixel.
 
     Examples:
         >>> from torch.utils.data import TensorDataset
@@ -74,10 +76,12 @@ class RefreshReport:
     budget: int = 0
     budget_rule: str = "thesis"
     dropped: int = 0
+    empty: int = 0
 
     @property
     def images_per_s(self) -> float:
-        """Scanned images per second over the whole refresh."""
+        """Scanned images per second over the whole refresh (a capture's report: over its commit alone, since its
+        maps were computed in the training steps; its ``__str__`` says so instead)."""
         return self.scanned / self.seconds if self.seconds > 0 else float("inf")
 
     @property
@@ -92,10 +96,12 @@ class RefreshReport:
             return f"refresh: no wrong predictions among {self.scanned} scanned images ({self.source}); {change} ({self.seconds:.2f} s)"
         size = f"{self.resolution[0]}x{self.resolution[1]} " if self.resolution else ""
         short = f" of a budget of {self.budget} ({self.budget_rule})" if self.chosen < self.budget else ""
+        empty = f" ({self.empty} all zero: they mark nothing)" if self.empty else ""
+        took = (f"committed in {self.seconds:.2f} s (the maps were computed in the steps: {self.attention_seconds:.2f} s)"
+                if self.source == "capture" else f"in {self.seconds:.2f} s ({self.images_per_s:.0f} images/s)")
         return (
             f"refresh: scanned {self.scanned} ({self.source}), wrong {self.wrong}, chosen {self.chosen}{short}, "
-            f"wrote {self.written} {size}{self.method} maps at {self.layer or '<root>'}{', ' + dropped if dropped else ''} "
-            f"in {self.seconds:.2f} s ({self.images_per_s:.0f} images/s)"
+            f"wrote {self.written} {size}{self.method} maps{empty} at {self.layer or '<root>'}{', ' + dropped if dropped else ''} {took}"
         )
 
 

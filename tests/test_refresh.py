@@ -232,7 +232,7 @@ def test_report_names_the_resolution_and_coarse_maps_warn(model, base):
     report = pa.refresh(model, ds, fraction=1.0)
     assert report.resolution == (8, 8) and "8x8 gradcam++ maps" in str(report)
     tiny = pa.ProxyDataset(torch.utils.data.TensorDataset(base.tensors[0][:, :, :4, :4], base.tensors[1]))
-    with pytest.warns(UserWarning, match=r"the maps are 2x2: too coarse.*layer="):
+    with pytest.warns(UserWarning, match=r"refresh: the maps at .* are 2x2, too coarse.*MapSpec\(layer="):
         pa.refresh(model, tiny, fraction=1.0)
 
 

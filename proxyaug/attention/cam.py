@@ -27,7 +27,8 @@ from .._checks import check_images
 from ..functional import gaussian_blur, normalize_maps, upsample_maps
 from ._state import eval_mode, unwrap
 from .adapter import adapter_cams
-from .layers import TargetLayer, resolve_layers
+from .._warn import COARSE, count_empty, warn_coarse, warn_empty
+from .layers import TargetLayer, finer_layer, resolve_layers
 from .methods import EIGEN, contributions, eigen_projection
 from .spec import LogitsFn, MapSpec, as_spec, check_grad_mode, extract_logits
 from .transformer import transformer_maps
@@ -136,6 +137,11 @@ def compute_cams(
         return _adapter(model, x, layers, spec, target, size=size, progress=progress)
     if spec.transformer:  # the blocks' attention, not ``layers``' activations
         return transformer_maps(model, x, spec, target, size=size)
+    return _aggregate(_layer_cams(model, x, layers, spec, target), size)
+
+
+def _layer_cams(model: nn.Module, x: torch.Tensor, layers: List[TargetLayer], spec: MapSpec, target: Target) -> List[torch.Tensor]:
+    """Each layer's normalised map at its own resolution (steps 1-3 of the module docstring)."""
     records, grads = _activations_and_gradients(model, x, layers, spec, target)
     image_size = tuple(x.shape[-2:])
     cams = []
@@ -149,6 +155,11 @@ def compute_cams(
             if spec.smooth_sigma is not None:
                 cam = gaussian_blur(cam[:, None], spec.smooth_sigma)[:, 0]
             cams.append(normalize_maps(cam))
+    return cams
+
+
+def _aggregate(cams: List[torch.Tensor], size: Optional[Sequence[int]]) -> torch.Tensor:
+    """One layer's map (upsampled to ``size``), or several averaged as pytorch-grad-cam does (at ``size``, else the finest)."""
     if len(cams) == 1:
         return cams[0] if size is None else upsample_maps(cams[0], size)[:, 0]
     common = tuple(size) if size is not None else max((tuple(c.shape[-2:]) for c in cams), key=lambda s: s[0] * s[1])
@@ -249,7 +260,29 @@ def attention_maps(
     spec = as_spec(spec)
     model = unwrap(model)
     layers = resolve_layers(model, spec.layer, x, spec.reshape)
-    return compute_cams(model, x, layers, spec, target, size=size)
+    if not spec.native or spec.transformer:
+        maps = compute_cams(model, x, layers, spec, target, size=size)
+        check_maps_made("attention_maps", maps if size is None else None, spec, model, x, layers)
+        return maps
+    if spec.needs_grad:
+        check_grad_mode(f"MapSpec({spec.name!r})")
+    cams = _layer_cams(model, x, layers, spec, target)
+    check_maps_made("attention_maps", max(cams, key=lambda c: c.shape[-2] * c.shape[-1]), spec, model, x, layers)
+    return _aggregate(cams, size)
+
+
+def check_maps_made(where: str, maps: Optional[torch.Tensor], spec: MapSpec, model: nn.Module, x: torch.Tensor,
+                    layers: Sequence[TargetLayer]) -> None:
+    """Warn at the caller's line when ``maps`` (at the layers' resolution) are 2x2 or coarser, naming a finer
+    layer of ``model`` (one more forward of ``x[:1]``, in that case only), or when some are all zero."""
+    if maps is None or not maps.shape[0]:
+        return
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if h * w <= COARSE:
+        warn_coarse(where, (h, w), ",".join(t.name for t in layers), finer_layer(model, x, (h, w)))
+    empty = count_empty(maps)
+    if empty:
+        warn_empty(where, empty, maps.shape[0], spec.name)
 
 
 def map_resolution(model: nn.Module, x: torch.Tensor, spec: Optional[MapSpec] = None) -> Tuple[int, int]:

@@ -26,7 +26,7 @@ from torch import nn
 
 from ._state import eval_mode
 
-__all__ = ["TargetLayer", "find_target_layer", "resolve_layers"]
+__all__ = ["TargetLayer", "find_target_layer", "finer_layer", "resolve_layers"]
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -109,6 +109,53 @@ def _target(model: nn.Module, name: str, module: nn.Module, reshape: Optional[Re
     )
 
 
+def _outputs(model: nn.Module, x: torch.Tensor) -> List[Tuple[str, nn.Module, Any, Optional[Tuple[int, int]]]]:
+    """Every submodule in the order it finished on ``x[:1]`` (eval mode, ``no_grad``, hooks removed after):
+    ``(name, module, output shape or type, (h, w) of a spatial 4-D output that is not a pooling layer, else None)``."""
+    finished: List[Tuple[str, nn.Module, Any, Optional[Tuple[int, int]]]] = []
+    handles = []
+    nhwc = _is_nhwc(model)
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            hw = None
+            if isinstance(shape, tuple) and len(shape) == 4 and not isinstance(module, _POOLS):
+                hw = (int(shape[1]), int(shape[2])) if nhwc else (int(shape[2]), int(shape[3]))
+            finished.append((name, module, shape, hw))
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if module is not model:
+                handles.append(module.register_forward_hook(record(name)))
+        with eval_mode(model), torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return finished
+
+
+def finer_layer(model: nn.Module, x: torch.Tensor, than: Tuple[int, int]) -> Optional[Tuple[str, Tuple[int, int]]]:
+    """The last module (in the order modules finish on ``x[:1]``) whose spatial output is finer than
+    ``than``, with its ``(h, w)``: the stage to name when maps at ``than`` are too coarse. ``None``
+    for a vision transformer (its grid is the patch grid) or when no module is finer.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=4, padding=1), nn.AdaptiveAvgPool2d(1))
+        >>> finer_layer(net, torch.rand(1, 3, 8, 8), (2, 2))
+        ('0', (8, 8))
+    """
+    if _vit_info(model) is not None:
+        return None
+    for name, _, _, hw in reversed(_outputs(model, x)):
+        if hw is not None and hw[0] * hw[1] > than[0] * than[1]:
+            return name, hw
+    return None
+
+
 def find_target_layer(model: nn.Module, x: torch.Tensor) -> Tuple[str, nn.Module]:
     """Find the layer a CAM should be computed at (see this module's docstring for the rules).
 
@@ -135,32 +182,11 @@ def find_target_layer(model: nn.Module, x: torch.Tensor) -> Tuple[str, nn.Module
     vit = _vit_info(model)
     if vit is not None:
         return vit[2], model.get_submodule(vit[2])
-    finished: List[Tuple[str, nn.Module, Any]] = []
-    handles = []
-
-    def record(name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            finished.append((name, module, shape))
-
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            if module is not model:
-                handles.append(module.register_forward_hook(record(name)))
-        with eval_mode(model), torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    nhwc = _is_nhwc(model)
-    for name, module, shape in reversed(finished):
-        if isinstance(shape, tuple) and len(shape) == 4 and not isinstance(module, _POOLS):
-            h, w = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
-            if h * w > 1:
-                return name, module
-    seen = ", ".join(f"{n}: {s}" for n, _, s in finished[-6:]) or "none"
+    finished = _outputs(model, x)
+    for name, module, _, hw in reversed(finished):
+        if hw is not None and hw[0] * hw[1] > 1:
+            return name, module
+    seen = ", ".join(f"{n}: {s}" for n, _, s, _ in finished[-6:]) or "none"
     raise ValueError(
         f"could not find a target layer in {type(model).__name__}: no submodule produced a spatial "
         f"(B, C, h, w) output with h*w > 1 for an input of shape {tuple(x.shape)} (last outputs: {seen}). "
@@ -173,7 +199,9 @@ def _one(model: nn.Module, spec: Union[str, nn.Module], modules: dict) -> Tuple[
     if isinstance(spec, str):
         if spec not in modules:
             close = difflib.get_close_matches(spec, [n for n in modules if n], n=5, cutoff=0.6)
-            hint = f" Close names: {close}." if close else ""
+            top = [n for n, _ in model.named_children()]
+            shown = top[:8] + (["..."] if len(top) > 8 else [])
+            hint = f" Close names: {close}." if close else (f" Its top-level modules: {shown}." if top else "")
             raise ValueError(f"layer={spec!r} is not a module of {type(model).__name__}; expected a name from model.named_modules().{hint}")
         return spec, modules[spec]
     if isinstance(spec, nn.Module):

@@ -212,7 +212,7 @@ def rollout(attentions: Sequence[torch.Tensor], prefix: int) -> torch.Tensor:
     Examples:
         >>> a = torch.full((1, 2, 3, 3), 1 / 3)  # uniform attention: every patch the same
         >>> rollout([a, a], prefix=1)
-        tensor([[0.3333, 0.3333]])
+        tensor([[0.2500, 0.2500]])
     """
     r = None
     for a in attentions:

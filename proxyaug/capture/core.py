@@ -13,11 +13,12 @@ from .._checks import check_choice, check_index, check_labels, check_unit_interv
 from .._device import to_device
 from .._distributed import shard_context
 from .._report import RefreshReport, agreed_layer
+from .._warn import count_empty
 from ..attention import MapSpec, as_spec, resolve_layers, unwrap
 from ..attention.layers import TargetLayer
 from ..protocol import Refreshable, check_refreshable
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
-from .hooks import Step, eager, is_compiled, layer_hook, pre_hook, recorded
+from .hooks import Step, check_coarse, eager, is_compiled, layer_hook, pre_hook, recorded
 from .maps import check_geometry, step_maps, to_canonical
 from .staging import collect, concat, from_state, last_of_each, with_kept
 
@@ -33,31 +34,24 @@ VIEWS = ("canonical", "all")
 class MapCapture:
     r"""Capture attention maps from your own training steps and write them into a dataset's bank.
 
-    ``with capture.step(model):`` records the target layer's output ``A`` and, in your
-    ``loss.backward()``, ``dL/dA``; inside it call [`observe()`][proxyaug.MapCapture.observe] with
-    the batch's ``idx``, logits and labels (it also records the batch's mistakes in
-    ``ds.mistakes``, as [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe] does: call only
-    this one). When the step ends, the batch's maps are staged: the ``spec``'s native method
-    (Grad-CAM++ by default, ``MapSpec()``, as everywhere in proxyaug) on ``A`` and ``dL/dA``, the
-    loss gradient in place of a class score's (Grad-CAM, ``MapSpec("gradcam")``, is
-    ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``), normalised per image; any positive factor of the
-    loss cancels (see [`step_maps()`][proxyaug.capture.step_maps]).
-    [`commit()`][proxyaug.MapCapture.commit] chooses among the staged samples as a refresh chooses
-    among a scan's and writes the bank in one step (``commit="epoch"``: when you call it;
-    ``"step"``: after every step).
+    ``with capture.step(model):`` records the target layer's output ``A`` and, in your ``loss.backward()``,
+    ``dL/dA``; inside it call [`observe()`][proxyaug.MapCapture.observe] with the batch's ``idx``, logits
+    and labels (it also records the batch's mistakes in ``ds.mistakes``: call only this one). When the
+    step ends, the batch's maps are staged: the ``spec``'s native method (Grad-CAM++ by default) on ``A``
+    and ``dL/dA``, the loss gradient in place of a class score's (Grad-CAM is
+    ``ReLU(sum_k mean_hw(dL/dA_k) * A_k)``), normalised per image; any positive factor of the loss
+    cancels (see [`step_maps()`][proxyaug.capture.step_maps]). [`commit()`][proxyaug.MapCapture.commit]
+    chooses among the staged samples as a refresh among a scan's and writes the bank in one step
+    (``commit="epoch"``: when you call it; ``"step"``: after every step).
 
     **A map in the bank describes the canonical image**, as a refresh's does, not the proxy image
     the model was shown. With ``views="canonical"`` (the default) a sample whose bank row held a
     map when its step ran (so the proxy transform may have changed its image) is not staged: it
-    keeps the map it has, which was computed on its canonical image, is not counted by the
-    commit, and its observed mistake is not used up. Mapping the proxy image instead makes maps
-    oscillate: in ``"black"`` or ``"mean"`` mode the masked region no longer looks salient, so the
-    next map moves to the second most salient region, and the commit after moves it back (A, B,
-    A, B on a fixed model); with ``proxies="append"`` whichever view the shuffle drew last would
-    win. With ``proxies="replace"`` a sample with a map is then only revised by a refresh; with
-    ``"append"`` its original item is canonical and keeps its map current. ``views="all"`` maps
-    every step's image as the model saw it (proxyaug 0.1's). The flags are read when ``observe``
-    runs: on the CPU path (workers prefetch) commit per epoch, not per step.
+    keeps its map, is not counted by the commit, and its observed mistake is not used up (mapping
+    the proxy image makes maps oscillate between regions: how-to "Maps from the training step").
+    ``views="all"`` maps every step's image as the model saw it (proxyaug 0.1's). The flags are
+    read when ``observe`` runs: on the CPU path (workers prefetch) commit per epoch, not per step.
+    Maps at 2x2 or coarser get a warning (once) naming a finer layer; ``layer`` is the one chosen.
 
     A step whose ``A`` or ``dL/dA`` holds inf or NaN (a GradScaler step that overflowed) stages
     nothing. A sample staged twice keeps its last map. Each commit that considered a sample counts
@@ -138,16 +132,20 @@ class MapCapture:
         self._active: Optional[Step] = None
         self._staged: List[Tuple[torch.Tensor, ...]] = []
         self._seconds = 0.0
+        self._checked = False  # the first maps' resolution, warned about once
+
+    @property
+    def layer(self) -> Optional[str]:
+        """The target layer's name (names, comma-separated) in ``model.named_modules()``; ``None`` until a step found it."""
+        return ",".join(t.name for t in self.layers) if self.layers else None
 
     @property
     def staged(self) -> int:
-        """Samples staged since the last commit (a sample staged twice counts twice; with
-        ``views="canonical"``, only the steps that showed the canonical image). Reads flags on the host.
+        """Samples staged since the last commit (twice staged: counted twice; ``views="canonical"``: canonical images only).
 
         Examples:
-            >>> from torch.utils.data import TensorDataset
             >>> import proxyaug as pa
-            >>> pa.MapCapture(pa.ProxyDataset(TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2).long()))).staged
+            >>> pa.MapCapture(pa.ProxyDataset(torch.utils.data.TensorDataset(torch.rand(2, 1, 4, 4), torch.zeros(2).long()))).staged
             0
         """
         return sum(int(b[5].sum()) for b in self._staged)
@@ -195,7 +193,7 @@ class MapCapture:
             if self.layers is not None:
                 self._hook_layers(st)
             resolve = None if self.layers is not None else (lambda x: self._resolve(inner, st, x))
-            st.handles.append(inner.register_forward_pre_hook(pre_hook(st, resolve)))
+            st.handles.append(inner.register_forward_pre_hook(pre_hook(st, resolve, keep_example=not self._checked)))
             self._seconds += time.perf_counter() - start
             with eager(is_compiled(model)):
                 yield self
@@ -279,12 +277,13 @@ class MapCapture:
             raise RuntimeError("capture.discard() belongs inside a capture.step(model) block.")
         self._active.discarded = True
 
-    # -- maps ----------------------------------------------------------------------------------
     def _finish(self, st: Step) -> None:
         """Compute the step's maps and stage them."""
         if st.discarded or not recorded(st, self.layers or []):
             return
         maps, ok = step_maps(self.spec, self.layers or [], st.acts, st.grads, st.size or (0, 0))
+        if not self._checked and st.example is not None:
+            self._checked = check_coarse("MapCapture", maps, self._model, st.example, self.layer or "")
         if self.geometry is not None:
             maps = to_canonical(self.geometry, maps, st.size, self.ds.bank.resolution)
         rows = st.rows
@@ -332,7 +331,7 @@ class MapCapture:
             scan_seconds=0.0, attention_seconds=self._seconds, method=self.spec.name,
             layer=agreed_layer(shard, ",".join(t.name for t in self.layers or [])), indices=chosen, source="capture",
             skipped=skipped, select=self.select, world_size=shard.world_size if shard else 1, computed=int(local[5].sum()),
-            rows=self.ds.rows(chosen), resolution=tuple(maps.shape[-2:]) if chosen.numel() else None, dropped=dropped,
+            rows=self.ds.rows(chosen), resolution=tuple(maps.shape[-2:]) if chosen.numel() else None, dropped=dropped, empty=count_empty(new),
             budget=budget_size(self.budget, wrong=int(wrong.sum()), scanned=samples.numel(), fraction=self.fraction),
             budget_rule="thesis" if self.budget is None else f"{'share' if isinstance(self.budget, float) else 'count'} {self.budget}",
         )

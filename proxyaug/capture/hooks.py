@@ -10,9 +10,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..attention.layers import TargetLayer
+from .._warn import COARSE, warn_coarse
+from ..attention.layers import TargetLayer, finer_layer
 
-__all__ = ["Step", "is_compiled", "eager", "pre_hook", "layer_hook", "recorded"]
+__all__ = ["Step", "is_compiled", "eager", "pre_hook", "layer_hook", "recorded", "check_coarse"]
 
 
 @dataclasses.dataclass
@@ -30,6 +31,7 @@ class Step:
     resolving: bool = False
     discarded: bool = False
     without_grad: bool = False  # a target layer ran under no_grad / inference_mode
+    example: Optional[torch.Tensor] = None  # the step's first image, for naming a finer layer (first step only)
 
 
 def is_compiled(model: nn.Module) -> bool:
@@ -54,15 +56,17 @@ def eager(compiled: bool) -> Any:
     return set_stance("force_eager")
 
 
-def pre_hook(st: Step, resolve: Optional[Callable[[torch.Tensor], None]]) -> Any:
-    """The forward pre-hook on the model: the input's ``(H, W)`` and, with ``resolve`` (``layer=None``),
-    the target layer found on the step's first input."""
+def pre_hook(st: Step, resolve: Optional[Callable[[torch.Tensor], None]], keep_example: bool = False) -> Any:
+    """The forward pre-hook on the model: the input's ``(H, W)``, with ``keep_example`` a copy of its first
+    image, and with ``resolve`` (``layer=None``) the target layer found on the step's first input."""
 
     def hook(module: nn.Module, inputs: Any) -> None:
         if st.resolving or st.size is not None:
             return
         x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         st.size = tuple(x.shape[-2:]) if x is not None and x.ndim >= 2 else (0, 0)
+        if keep_example and x is not None and x.ndim == 4:
+            st.example = x[:1].detach().clone()
         if resolve is not None:
             if x is None:
                 raise ValueError("MapSpec(layer=None) needs the model's first positional input to be the image batch; pass MapSpec(layer=...).")
@@ -152,3 +156,12 @@ def recorded(st: Step, layers: List[TargetLayer]) -> bool:
             "capture.step() block (the optimizer may step after it)."
         )
     return True
+
+
+def check_coarse(where: str, maps: torch.Tensor, model: nn.Module, example: torch.Tensor, layer: str) -> bool:
+    """Warn at the user's line when ``maps`` are 2x2 or coarser, naming a finer layer of ``model`` (found
+    with one forward of ``example`` in eval mode, in that case only). ``True``: checked (``maps`` held a map)."""
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if maps.shape[0] and h * w <= COARSE:
+        warn_coarse(where, (h, w), layer, finer_layer(model, example, (h, w)))
+    return bool(maps.shape[0])

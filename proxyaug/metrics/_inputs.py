@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_labels, describe
+from .._warn import COARSE, warn_at_caller, why_coarse
 from ..attention import extract_logits
 
 Preprocess = Optional[Callable[[torch.Tensor], torch.Tensor]]
@@ -30,6 +31,13 @@ def check_maps(name: str, maps: Any, *, validate_args: bool = True) -> torch.Ten
         raise ValueError(f"{name} must have shape (B, h, w) or (B, 1, h, w); got shape {tuple(maps.shape)}.")
     if not maps.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor; got dtype {maps.dtype}. Convert it with {name}.float().")
+    h, w = maps.shape[-2:]
+    if maps.shape[0] and h * w <= COARSE:
+        warn_at_caller(
+            f"{name}: {h}x{w} maps are too coarse for a metric to say where the evidence is ({why_coarse(h, w)}"
+            f"{', so a pointing game scores quadrants at best' if h * w > 1 else ''}). Compute them at a finer layer "
+            "(MapSpec(layer=...); the how-to 'Measure what your model looks at' says what each metric can mean at a resolution)."
+        )
     if validate_args and maps.numel():
         bad = (~torch.isfinite(maps)).flatten(1).any(dim=1)
         if bool(bad.any()):
