@@ -31,7 +31,7 @@ def tiny(tmp_path_factory):
 def test_a_study_finishes_with_every_output(tiny):
     out, records, summary = tiny
     assert {r["kind"] for r in records} == KINDS
-    assert len(records) == 9 * 2
+    assert len(records) == 13 * 2
     for name in ("runs.csv", "runs.jsonl", "summary.json", "report.md", "bars.png", "differences.png", "accuracy-shortcut-digits-cnn.png"):
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader((out / "runs.csv").open()))
@@ -48,6 +48,19 @@ def test_a_study_finishes_with_every_output(tiny):
     group = summary["shortcut-digits / cnn"]
     assert {c["arm"] for c in group["comparisons"] if c["versus"] == "baseline"} == {r["arm"] for r in records} - {"baseline"}
     assert all(c["n"] == 2 for c in group["comparisons"])
+
+
+def test_the_map_guided_arms_capture_maps_and_fall_back_to_their_map_free_rule(tiny):
+    """salient-mix and keep-cutout write captured maps at each round (every sample seen, budget 1.0); before
+    their first commit they run their map-free rule, so their first epoch equals cutmix's and cutout-batch's."""
+    _, records, _ = tiny
+    by = {(r["arm"], r["seed"]): r for r in records}
+    for guided, free in (("salient-mix", "cutmix"), ("keep-cutout", "cutout-batch")):
+        for seed in (0, 1):
+            rounds = by[(guided, seed)]["rounds"]
+            assert rounds and all(r["written"] > 0 for r in rounds)
+            assert by[(guided, seed)]["loss_curve"][0] == by[(free, seed)]["loss_curve"][0]  # the same draws, no map yet
+            assert by[(guided, seed)]["test_acc_curve"] != by[("baseline", seed)]["test_acc_curve"]
 
 
 def test_every_arm_sees_the_same_images_per_epoch_and_epochs(tiny):
@@ -173,10 +186,11 @@ def test_random_mask_moves_the_mask_keeping_its_area():
     assert moved[1, 0:2, 7].eq(1).all() and moved[1, 0:2, 0:2].eq(1).all()  # wraps around
 
 
-@pytest.mark.parametrize("kind", sorted(k for k in KINDS if train.arm_kind(k).refreshes))
+@pytest.mark.parametrize("kind", sorted(k for k in KINDS if train.arm_kind(k).refreshes and k not in ("salient-mix", "keep-cutout")))
 def test_a_refresh_that_writes_no_map_leaves_the_batch_as_it_was(kind):
     """The thesis' rule maps nothing once the model fits its images (the RQ3 study's 600 images):
-    every refreshing arm trains on, its batches untouched."""
+    every refreshing arm trains on, its batches untouched (the map-guided arms fall back to their
+    map-free rule instead: test_the_map_guided_arms_capture_maps_and_fall_back_to_their_map_free_rule)."""
     from benchmarks.study.arms.base import Context
 
     images, labels = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)

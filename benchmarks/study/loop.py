@@ -179,10 +179,11 @@ class Run:
         for x, y, idx in self.loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self.arm.step(self.model):  # e.g. maps captured from this step's backward
-                x = self.arm.apply(x, y, idx, self.model)
+                out = self.arm.apply(x, y, idx, self.model)
+                x, target = out if isinstance(out, tuple) else (out, y)  # a mixing arm gives soft labels too
                 logits = self.model(self.preprocess(x))
                 self.arm.observe(idx, logits, y)
-                loss = nn.functional.cross_entropy(logits, y)
+                loss = nn.functional.cross_entropy(logits, target)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
             self.opt.step()

@@ -14,6 +14,7 @@ from . import cutout  # noqa: F401
 from . import keepaugment  # noqa: F401
 from . import thesis_protocol  # noqa: F401
 from . import instep  # noqa: F401
+from . import guided  # noqa: F401
 # isort: on
 from .base import ARMS, Arm, Context, Round, arm_kind, register
 from .keepaugment import keep_cut

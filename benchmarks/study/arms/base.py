@@ -118,8 +118,9 @@ class Arm:
         """What the training loader draws ``(x, y, idx)`` from: the attached dataset, or a wrapper of it."""
         return self.ds
 
-    def apply(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """The training batch ``x`` (on the device, before normalisation) as the model sees it."""
+    def apply(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, model: nn.Module) -> Any:
+        """The training batch ``x`` (on the device, before normalisation) as the model sees it; a mixing arm
+        returns ``(x, soft_labels)``, the loss's targets ``(B, classes)`` in place of ``y``."""
         return x
 
     def observe(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:

@@ -94,7 +94,8 @@ class RefreshingArm(Arm):
         """After the bank was written: measure its maps (``p``, ``area``), tell the arm, and return
         the round's record of ``report`` (``seconds``: what the round cost)."""
         rows = self.ds.bank.present.nonzero().flatten()
-        area = float((self.full_size(self.ds.bank.get(rows)[0]) > self.spec["threshold"]).float().mean()) if rows.numel() else 0.0
+        threshold = self.spec.get("threshold", F.DEFAULT_THRESHOLD)  # the map-guided arms have none: the thesis' for this statistic
+        area = float((self.full_size(self.ds.bank.get(rows)[0]) > threshold).float().mean()) if rows.numel() else 0.0
         self.p, self.area = rows.numel() / self.context.n_train, area
         self.refreshed()
         return {
