@@ -178,6 +178,15 @@ def test_arms_run_without_the_baseline_get_the_tuning_it_made(tmp_path):
         select_arms(study, ["nope"])
 
 
+def test_each_run_line_says_the_time_elapsed_and_left(tmp_path):
+    """A user can plan: every run's log line has the time elapsed, and from the second run on the time
+    the rest take at this pace."""
+    lines = []
+    runner.run_study(_study(tmp_path, sizes=[60], steps=[8]), log=lines.append)
+    runs = [line for line in lines if line.startswith("run ")]
+    assert len(runs) == 2 and runs[0].endswith(" elapsed]") and "left at this pace]" in runs[1]
+
+
 def test_claims_keep_two_processes_off_one_run(tmp_path):
     path = str(tmp_path / "k.claim")
     with runner.claim(path) as first:

@@ -21,7 +21,7 @@ from .models import build_model
 from .report import report
 from .runner import complete, load_done, plan, run_study, write_csv
 from .tuning import select_arms
-from .text import pp
+from .text import duration, pp
 
 DESCRIPTION = "The accuracy study: does Proxy Attention help? Fair arms, controls and the thesis' protocol."
 
@@ -124,13 +124,6 @@ def run_seconds(costs: Dict[str, float], arm: Dict[str, Any], study: Study, pool
     return seconds
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    h, m = divmod(round(seconds / 60), 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min"
-
-
 def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, force: bool = False) -> Dict[str, Any]:
     """How long the runs still to do take on this machine, printed before a study starts: per
     (dataset, model), from the mean ``wall_s`` of its finished runs of the same kind when there are
@@ -164,12 +157,12 @@ def estimate(study: Study, log: Any = print, session_minutes: float = 90.0, forc
                    for a, one in arms]
         total += sum(seconds)
         source = "finished runs and " if measured else ""
-        lines.append(f"  {dname} / {mname}: {len(arms)} runs, {_duration(sum(seconds))} ({_duration(sum(seconds) / len(arms))} per run; "
+        lines.append(f"  {dname} / {mname}: {len(arms)} runs, {duration(sum(seconds))} ({duration(sum(seconds) / len(arms))} per run; "
                      f"{source}a calibration here: train {1e3 * costs['train']:.2f} ms, eval {1e3 * costs['eval']:.2f} ms per image)")
     sessions = math.ceil(total / (60 * session_minutes)) if total else 0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     busy = f", load average {load:.1f} on {os.cpu_count()} cores: slower than when quiet" if load > (os.cpu_count() or 1) else ""
-    log(f"estimate: {len(todo)} runs to do, about {_duration(total)} on this machine ({torch.get_num_threads()} threads{busy})"
+    log(f"estimate: {len(todo)} runs to do, about {duration(total)} on this machine ({torch.get_num_threads()} threads{busy})"
         + (f"; {sessions} session(s) of {session_minutes:.0f} min: run the same command again to resume" if todo else ""))
     for line in lines:
         log(line)

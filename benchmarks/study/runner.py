@@ -25,6 +25,7 @@ from .config import Study, arm_settings
 from .explain import KEYS as EXPLAIN_KEYS
 from .explain import ExplainSet, explanation_set
 from .loop import train_run
+from .text import progress
 from .tuning import Planned, axis_runs, choose, tuning_runs
 
 CSV_COLUMNS = ["dataset", "model", "arm", "kind", "seed", "epochs", "test_acc", "val_acc", "wall_s", "images_seen",
@@ -150,6 +151,7 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
     eset: Optional[ExplainSet] = None
     cset: Optional[CompareSet] = None
     finished = lambda key: key in done and complete(done[key], study)  # noqa: E731
+    start, times = time.perf_counter(), []  # this process's runs, for the log's progress note
     while True:  # a study with tuning plans its main runs once every tuning run is done
         done.update(load_done(jsonl))  # other processes' runs too
         entries = plan(study, done)
@@ -171,7 +173,9 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
                     eset, cset = explanation_set(data_cache[dname], study), comparison_set(data_cache[dname], study)
                     log(data_cache[dname].info + (f"; explanations on {eset.info}" if eset else "") + (f"; RQ2 {cset.info}" if cset else ""))
                 where = f" / size {p.study.sizes[0]} / {p.study.steps[0]} steps / lr {p.study.lr} wd {p.study.weight_decay}" if p.study.sizes else ""
-                log(f"run {n}/{len(todo)} ({p.phase}): {dname} / {mname} / {arm['name']} / seed {seed}{where}")
+                log(f"run {n}/{len(todo)} ({p.phase}): {dname} / {mname} / {arm['name']} / seed {seed}{where} "
+                    f"[{progress(time.perf_counter() - start, times, len(todo) - n + 1)}]")
+                t0 = time.perf_counter()
                 grid_dir = os.path.join(study.out, "grids") if seed == study.seeds[0] else None
                 one_eset = eset if p.study.explain else None
                 one_cset = cset if p.study.compare and not p.study.skip_test else None  # a tuning run never reads test
@@ -185,6 +189,7 @@ def run_study(study: Study, log: Callable[[str], None] = print, poll: float = 30
                 _save(jsonl, record, done)
                 os.remove(ckpt)
                 ran = True
+                times.append(time.perf_counter() - t0)
         waiting = study.tune and not any(p.phase == "main" for p, _ in plan(study, done))
         if waiting and not ran:
             log(f"study: the tuning's last runs are held by another process; waiting for them ({poll:.0f} s)")

@@ -29,3 +29,32 @@ def slug(name: str) -> str:
         'digits-cnn-p-mode_blend_weight_0.1'
     """
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them.
+
+    Examples:
+        >>> duration(42), duration(754), duration(7380)
+        ('42 s', '13 min', '2 h 03 min')
+    """
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def progress(elapsed: float, times: "list[float]", left: int) -> str:
+    """The log's progress note: time elapsed and, once this process finished a run, the time the
+    ``left`` runs would take at its mean pace (processes side by side share them, so less).
+
+    Examples:
+        >>> progress(30, [], 4)
+        '30 s elapsed'
+        >>> progress(600, [300.0, 300.0], 3)
+        '10 min elapsed, about 15 min left at this pace'
+    """
+    note = f"{duration(elapsed)} elapsed"
+    if times and left:
+        note += f", about {duration(sum(times) / len(times) * left)} left at this pace"
+    return note
