@@ -27,7 +27,7 @@ DEMO_STAMP := $(VENV)/.proxyaug-demo
 TEST_STAMP := $(VENV)/.proxyaug-dev-docs
 DOCS_STAMP := $(VENV)/.proxyaug-docs
 
-.PHONY: install demo test docs screenshots clean gpu gpu-wheels disk-check
+.PHONY: install demo test test-min docs screenshots clean gpu gpu-wheels disk-check
 
 # Free space the first install needs where $(VENV) lives: .venv measured 6.0 GB after `make demo`
 # and 6.3 GB after `make test` with PyPI's CUDA torch (README). Below it, a warning before pip
@@ -76,6 +76,21 @@ test: $(TEST_STAMP)
 	@echo "[3/3] running the tests (tensor tests on $${PROXYAUG_TEST_DEVICE:-cpu}), doctests and a strict docs build"
 	$(PY) -m pytest -q $(ARGS)
 
+# The oldest versions pyproject.toml claims (constraints-min.txt) in a venv of their own, on the
+# core tests: what a user with those versions gets. .ci/run runs it after `make test`.
+VENV_MIN ?= .venv-min
+MIN_TESTS ?= tests/test_transform.py tests/test_bank.py tests/test_dataset.py tests/test_refresh.py tests/test_capture.py \
+	tests/test_functional.py tests/test_compose.py tests/test_guided.py
+test-min:
+	@echo "[1/3] creating $(VENV_MIN) if missing"
+	@test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	@echo "[2/3] installing the oldest supported versions (constraints-min.txt), pytest and proxyaug"
+	$(VENV_MIN)/bin/python -m pip install $(PIP_FLAGS) -r constraints-min.txt "pytest>=7" "hypothesis>=6.80" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(VENV_MIN)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .
+	@echo "[3/3] running the core tests on them (tensor tests on $${PROXYAUG_TEST_DEVICE:-cpu})"
+	$(VENV_MIN)/bin/python -c "import torch, torchvision, kornia, torchmetrics; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'kornia', kornia.__version__, 'torchmetrics', torchmetrics.__version__)"
+	$(VENV_MIN)/bin/python -m pytest -q -p no:randomly $(MIN_TESTS) $(ARGS)
+
 # The site builds offline: PyTorch cross-references come from docs/inventories/torch.inv.
 DOCS_ENV := NO_MKDOCS_2_WARNING=1 PROXYAUG_TORCH_INVENTORY=file://$(CURDIR)/docs/inventories/torch.inv
 
@@ -117,4 +132,4 @@ gpu-wheels:
 	@du -sb .wheels | awk '{ printf "%.1f MiB in .wheels (a run carries at most 64 MiB)\n", $$1 / 1048576; if ($$1 > 64 * 1048576) exit 1 }'
 
 clean:
-	rm -rf $(VENV) runs build site site-screenshots *.egg-info
+	rm -rf $(VENV) $(VENV_MIN) runs build site site-screenshots *.egg-info

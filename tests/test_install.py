@@ -144,3 +144,23 @@ def test_the_disk_check_runs_before_pip(tmp_path):
     commands = _make_n("test", venv=tmp_path / "venv").splitlines()
     check = next(i for i, line in enumerate(commands) if "df -Pk" in line)
     assert check < next(i for i, line in enumerate(commands) if "-m pip install" in line)
+
+
+def _floors():
+    """pyproject.toml's ``name>=version`` floors of the package's own dependencies."""
+    text = (ROOT / "pyproject.toml").read_text()
+    deps = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    return dict(re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)"', deps))
+
+
+def test_the_minimum_versions_run_pins_pyprojects_floors():
+    """constraints-min.txt (what `make test-min` tests) pins exactly the floors pyproject.toml claims."""
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([0-9.]+)$", (ROOT / "constraints-min.txt").read_text(), re.M))
+    assert pins == _floors() and pins["torch"] == "2.5.1"
+
+
+def test_make_test_min_installs_the_floors_and_runs_the_core_tests(tmp_path):
+    commands = _make_n("test-min", f"VENV_MIN={tmp_path / 'min'}", venv=tmp_path / "venv")
+    assert "-r constraints-min.txt" in commands and "--no-deps -e ." in commands
+    assert "tests/test_capture.py" in commands and "tests/test_transform.py" in commands
+    assert "make test-min" in (ROOT / ".ci" / "run").read_text()

@@ -18,7 +18,7 @@ from ..attention import MapSpec, as_spec, resolve_layers, unwrap
 from ..attention.layers import TargetLayer
 from ..protocol import Refreshable, check_refreshable
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
-from .hooks import Step, check_coarse, eager, is_compiled, layer_hook, pre_hook, recorded
+from .hooks import Step, check_coarse, eager, layer_hook, pre_hook, recorded
 from .maps import check_geometry, step_maps, to_canonical
 from .staging import collect, concat, from_state, last_of_each, with_kept
 
@@ -195,7 +195,7 @@ class MapCapture:
             resolve = None if self.layers is not None else (lambda x: self._resolve(inner, st, x))
             st.handles.append(inner.register_forward_pre_hook(pre_hook(st, resolve, keep_example=not self._checked)))
             self._seconds += time.perf_counter() - start
-            with eager(is_compiled(model)):
+            with eager(model):
                 yield self
             start = time.perf_counter()
             self._finish(st)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from torch import nn
 from .._warn import COARSE, warn_coarse
 from ..attention.layers import TargetLayer, finer_layer
 
-__all__ = ["Step", "is_compiled", "eager", "pre_hook", "layer_hook", "recorded", "check_coarse"]
+__all__ = ["Step", "eager", "pre_hook", "layer_hook", "recorded", "check_coarse"]
 
 
 @dataclasses.dataclass
@@ -34,26 +34,31 @@ class Step:
     example: Optional[torch.Tensor] = None  # the step's first image, for naming a finer layer (first step only)
 
 
-def is_compiled(model: nn.Module) -> bool:
-    """Whether ``model`` (or what DDP / DataParallel wrap) is a ``torch.compile`` module.
-
-    Examples:
-        >>> is_compiled(nn.Linear(2, 2))
-        False
-    """
+@contextlib.contextmanager
+def eager(model: nn.Module) -> Iterator[None]:
+    """A context in which a compiled ``model`` (or the compiled module DDP / DataParallel wrap) runs
+    eagerly, since its graph would skip hooks added after compiling: ``torch.compiler.set_stance("force_eager")``
+    from torch 2.6; before it, the compiled module's ``forward`` points at the original module's for the
+    step (restored afterwards, also on an error)."""
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
-    return hasattr(model, "_orig_mod")
-
-
-def eager(compiled: bool) -> Any:
-    """A context in which a compiled model runs eagerly (its graph would skip hooks added after compiling)."""
-    if not compiled:
-        return contextlib.nullcontext()
+    if not hasattr(model, "_orig_mod"):
+        yield
+        return
     set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:  # torch < 2.6: the step runs compiled, the hooks may not fire (then: a warning, no maps)
-        return contextlib.nullcontext()
-    return set_stance("force_eager")
+    if set_stance is not None:
+        with set_stance("force_eager"):
+            yield
+        return
+    had, saved = "forward" in model.__dict__, model.__dict__.get("forward")
+    model.forward = model._orig_mod.__call__
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = saved
+        else:
+            del model.forward
 
 
 def pre_hook(st: Step, resolve: Optional[Callable[[torch.Tensor], None]], keep_example: bool = False) -> Any:
@@ -138,8 +143,9 @@ def recorded(st: Step, layers: List[TargetLayer]) -> bool:
         elif st.rows is not None:
             warnings.warn(
                 "capture: the target layer did not run under the capture's hook in this step (a graph compiled "
-                "before the hooks existed skips them: torch.compile'd functions, or torch < 2.6); nothing was "
-                "captured. Pass the compiled module itself to capture.step(), or capture without compiling.",
+                "before the hooks existed skips them: a torch.compile'd function, which capture cannot run eagerly); "
+                "nothing was captured. Compile the module (torch.compile(model)) and call that in the step, or "
+                "capture without compiling.",
                 RuntimeWarning,
                 stacklevel=5,
             )
