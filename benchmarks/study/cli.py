@@ -15,7 +15,7 @@ import torch
 from ..data import load_data
 from .arms import arm_kind
 from .compare import compare_seconds
-from .config import Study, load_study
+from .config import CONFIG_DIR, Study, load_study
 from .loop import make_optimizer
 from .models import build_model
 from .report import report
@@ -30,7 +30,8 @@ def parse_args(argv: Optional[List[str]], prog: Optional[str] = None) -> Tuple[O
     """``(config or preset, study overrides, all arguments)`` of a command line."""
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="a .toml / .json study file")
-    p.add_argument("--preset", help="a study in benchmarks/configs/: demo, study, thesis-grid, tiny, fashion, fashion-grid")
+    presets = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".toml"))
+    p.add_argument("--preset", help=f"a study in benchmarks/configs/: {', '.join(presets)}")
     p.add_argument("--datasets", nargs="+", help="digits, shortcut-digits, fashion-mnist, mnist, cifar10, cifar100, caltech101, flowers102, oxford-pet, imagefolder:PATH")
     p.add_argument("--models", nargs="+", help="'cnn' or timm model names")
     p.add_argument("--arms", nargs="+", help="run only these arms of the config (by name)")
