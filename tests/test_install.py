@@ -162,5 +162,6 @@ def test_the_minimum_versions_run_pins_pyprojects_floors():
 def test_make_test_min_installs_the_floors_and_runs_the_core_tests(tmp_path):
     commands = _make_n("test-min", f"VENV_MIN={tmp_path / 'min'}", venv=tmp_path / "venv")
     assert "-r constraints-min.txt" in commands and "--no-deps -e ." in commands
+    assert f"disk-check VENV={tmp_path / 'min'} NEEDS_GB=6" in commands  # its own disk check, before pip
     assert "tests/test_capture.py" in commands and "tests/test_transform.py" in commands
     assert "make test-min" in (ROOT / ".ci" / "run").read_text()
