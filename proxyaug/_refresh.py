@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from ._checks import check_choice, check_index, check_labels, check_positive_int, check_unit_interval, check_unit_range
 from .attention import MapSpec, as_spec, check_grad_mode, compute_cams, eval_mode, extract_logits, model_device, resolve_layers, unwrap
 from ._distributed import shard_context
-from ._warn import COARSE, count_empty, warn_coarse
-from .attention.layers import finer_layer
+from ._warn import count_empty
+from .attention.layers import warn_if_coarse
 from .protocol import Refreshable, check_refreshable
 from ._report import RefreshReport, agreed_layer
 from .selection import POLICIES, SELECT, Budget, budget_size, check_budget, choose, scores
@@ -233,15 +233,11 @@ def _finite(maps: Optional[torch.Tensor], chosen: torch.Tensor) -> Tuple[torch.T
 
 
 def _resolution(maps: Optional[torch.Tensor], written: torch.Tensor, run: "_Refresh") -> Optional[Tuple[int, int]]:
-    """The maps' ``(h, w)``, with a warning at the caller's line when they are too coarse to be useful
-    (naming a finer layer of the model, found with one forward of an example image)."""
+    """The maps' ``(h, w)``, with a warning at the caller's line when they are too coarse to be useful."""
     if maps is None or not written.numel():
         return None
-    h, w = int(maps.shape[-2]), int(maps.shape[-1])
-    if h * w <= COARSE:
-        finer = finer_layer(run.model, run.example, (h, w)) if run.example is not None else None
-        warn_coarse("refresh", (h, w), ",".join(t.name for t in run.layers or []), finer)
-    return h, w
+    warn_if_coarse("refresh", maps, run.model, run.example, ",".join(t.name for t in run.layers or []))
+    return int(maps.shape[-2]), int(maps.shape[-1])
 
 
 def _rule(budget: Budget) -> str:

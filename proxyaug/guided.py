@@ -166,7 +166,7 @@ class SalientMix(nn.Module):
         lam = params["lam"].to(x.device)
         cut = X.cut_size(lam, *size)
         random = X.box_masks(X.boxes_at(params["centres"].to(x.device), cut, size), size)
-        if self.bank.resolution is None:
+        if self.bank.resolution is None or (self.box == "random" and self.labels == "area"):  # no map to read, or none read
             mask, own_maps, src_maps = random, None, None
         else:
             low, full, present = _maps(self.bank, idx, size)

@@ -27,8 +27,8 @@ from .._checks import check_images
 from ..functional import gaussian_blur, normalize_maps, upsample_maps
 from ._state import eval_mode, unwrap
 from .adapter import adapter_cams
-from .._warn import COARSE, count_empty, warn_coarse, warn_empty
-from .layers import TargetLayer, finer_layer, resolve_layers
+from .._warn import count_empty, warn_empty
+from .layers import TargetLayer, resolve_layers, warn_if_coarse
 from .methods import EIGEN, contributions, eigen_projection
 from .spec import LogitsFn, MapSpec, as_spec, check_grad_mode, extract_logits
 from .transformer import transformer_maps
@@ -277,9 +277,7 @@ def check_maps_made(where: str, maps: Optional[torch.Tensor], spec: MapSpec, mod
     layer of ``model`` (one more forward of ``x[:1]``, in that case only), or when some are all zero."""
     if maps is None or not maps.shape[0]:
         return
-    h, w = int(maps.shape[-2]), int(maps.shape[-1])
-    if h * w <= COARSE:
-        warn_coarse(where, (h, w), ",".join(t.name for t in layers), finer_layer(model, x, (h, w)))
+    warn_if_coarse(where, maps, model, x, ",".join(t.name for t in layers))
     empty = count_empty(maps)
     if empty:
         warn_empty(where, empty, maps.shape[0], spec.name)

@@ -24,9 +24,10 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .._warn import COARSE, warn_coarse
 from ._state import eval_mode
 
-__all__ = ["TargetLayer", "find_target_layer", "finer_layer", "resolve_layers"]
+__all__ = ["TargetLayer", "find_target_layer", "finer_layer", "resolve_layers", "warn_if_coarse"]
 
 LayerSpec = Union[None, str, nn.Module, Sequence[Union[str, nn.Module]]]
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -154,6 +155,16 @@ def finer_layer(model: nn.Module, x: torch.Tensor, than: Tuple[int, int]) -> Opt
         if hw is not None and hw[0] * hw[1] > than[0] * than[1]:
             return name, hw
     return None
+
+
+def warn_if_coarse(where: str, maps: torch.Tensor, model: nn.Module, example: Optional[torch.Tensor], layer: str) -> bool:
+    """Warn at the user's line when ``maps`` ``(K, h, w)`` are 2x2 or coarser, naming a finer layer of ``model``
+    (one forward of ``example`` in eval mode, in that case only; ``None``: name none). ``True`` once checked
+    (``maps`` held a map): what ``refresh``, ``MapCapture`` and ``attention_maps`` share."""
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    if maps.shape[0] and h * w <= COARSE:
+        warn_coarse(where, (h, w), layer, finer_layer(model, example, (h, w)) if example is not None else None)
+    return bool(maps.shape[0])
 
 
 def find_target_layer(model: nn.Module, x: torch.Tensor) -> Tuple[str, nn.Module]:

@@ -84,7 +84,7 @@ def transformer_parts(model: nn.Module) -> _Parts:
     )
 
 
-def _select(parts: _Parts, model: nn.Module, layer: Any) -> List[int]:
+def _select(parts: _Parts, layer: Any) -> List[int]:
     """The indices of the blocks ``layer`` names (``None``: every block), in the model's order."""
     if layer is None:
         return list(range(len(parts.blocks)))
@@ -262,7 +262,7 @@ def transformer_maps(
 
     model = unwrap(model)
     parts = transformer_parts(model)
-    chosen = _select(parts, model, spec.layer)
+    chosen = _select(parts, spec.layer)
     gh, gw = x.shape[-2] // parts.patch[0], x.shape[-1] // parts.patch[1]
     grad = spec.name == "legrad"
     with _Tap(parts, chosen, grad) as tap, eval_mode(model), torch.no_grad():

@@ -15,10 +15,10 @@ from .._distributed import shard_context
 from .._report import RefreshReport, agreed_layer
 from .._warn import count_empty
 from ..attention import MapSpec, as_spec, resolve_layers, unwrap
-from ..attention.layers import TargetLayer
+from ..attention.layers import TargetLayer, warn_if_coarse
 from ..protocol import Refreshable, check_refreshable
 from ..selection import SELECT, Budget, budget_size, check_budget, choose, scores
-from .hooks import Step, check_coarse, eager, layer_hook, pre_hook, recorded
+from .hooks import Step, eager, layer_hook, pre_hook, recorded
 from .maps import check_geometry, step_maps, to_canonical
 from .staging import collect, concat, from_state, last_of_each, with_kept
 
@@ -283,7 +283,7 @@ class MapCapture:
             return
         maps, ok = step_maps(self.spec, self.layers or [], st.acts, st.grads, st.size or (0, 0))
         if not self._checked and st.example is not None:
-            self._checked = check_coarse("MapCapture", maps, self._model, st.example, self.layer or "")
+            self._checked = warn_if_coarse("MapCapture", maps, self._model, st.example, self.layer or "")
         if self.geometry is not None:
             maps = to_canonical(self.geometry, maps, st.size, self.ds.bank.resolution)
         rows = st.rows

@@ -10,10 +10,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .._warn import COARSE, warn_coarse
-from ..attention.layers import TargetLayer, finer_layer
+from ..attention.layers import TargetLayer
 
-__all__ = ["Step", "eager", "pre_hook", "layer_hook", "recorded", "check_coarse"]
+__all__ = ["Step", "eager", "pre_hook", "layer_hook", "recorded"]
 
 
 @dataclasses.dataclass
@@ -163,11 +162,3 @@ def recorded(st: Step, layers: List[TargetLayer]) -> bool:
         )
     return True
 
-
-def check_coarse(where: str, maps: torch.Tensor, model: nn.Module, example: torch.Tensor, layer: str) -> bool:
-    """Warn at the user's line when ``maps`` are 2x2 or coarser, naming a finer layer of ``model`` (found
-    with one forward of ``example`` in eval mode, in that case only). ``True``: checked (``maps`` held a map)."""
-    h, w = int(maps.shape[-2]), int(maps.shape[-1])
-    if maps.shape[0] and h * w <= COARSE:
-        warn_coarse(where, (h, w), layer, finer_layer(model, example, (h, w)))
-    return bool(maps.shape[0])
