@@ -13,7 +13,7 @@ from ._checks import check_choice, check_index, describe
 from .attention import MapSpec, as_spec
 from .bank import MaskBank
 from ._cpu_path import CpuPath, fix_resolution, measure_resolution
-from ._items import check_first_item, check_item
+from ._items import check_first_item, check_item, with_row
 from ._layout import LAYOUTS
 from ._mistakes import MistakeTracker
 from ._report import RefreshReport
@@ -26,7 +26,9 @@ PROXIES = tuple(LAYOUTS)
 class ProxyDataset(Dataset):
     """Wrap a map-style dataset for Proxy Attention: yields ``(x, y, idx)`` and owns a [`MaskBank`][proxyaug.MaskBank].
 
-    The base dataset must return ``(image, label)`` with the image a tensor ``(C, H, W)``, float
+    The base dataset must return ``(image, label)``, or a mapping with the keys ``"image"`` and
+    ``"label"`` (a Hugging Face ``datasets`` row; then each item is a ``dict`` of the row's keys
+    with ``"idx"`` added, which [`ProxyTransform`][proxyaug.ProxyTransform] takes as it is), with the image a tensor ``(C, H, W)``, float
     in [0, 1] or uint8 (then give [`refresh()`][proxyaug.refresh] a ``preprocess`` that converts it, as
     your training loop does), in a canonical frame (deterministic resize / crop, no random geometry): maps are
     computed and applied in that frame. Random augmentation belongs after the
@@ -61,7 +63,8 @@ class ProxyDataset(Dataset):
     move it into shared memory). Save state with [`state_dict()`][proxyaug.ProxyDataset.state_dict].
 
     Args:
-        dataset: the base dataset, ``dataset[i] -> (image tensor (C, H, W), label)``.
+        dataset: the base dataset, ``dataset[i] -> (image tensor (C, H, W), label)`` or a mapping
+            with the keys ``"image"`` and ``"label"``.
         bank: an existing bank of ``len(dataset)`` rows (``2 * len(dataset)`` with
             ``proxies="append"``); a new one is made when ``None``.
         resolution: map resolution of a new bank; ``None`` takes the target layer's.
@@ -127,7 +130,7 @@ class ProxyDataset(Dataset):
     def __len__(self) -> int:
         return len(self._layout)
 
-    def __iter__(self) -> Iterator[Tuple[Any, Any, int]]:
+    def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in self.live_items().tolist())  # not len(self): an empty extra slot is not an item to draw
 
     def live_items(self) -> torch.Tensor:
@@ -136,17 +139,18 @@ class ProxyDataset(Dataset):
         [`ProxySampler`][proxyaug.ProxySampler] draws each epoch."""
         return self._layout.items()
 
-    def __getitem__(self, index: int) -> Tuple[Any, Any, int]:
+    def __getitem__(self, index: int) -> Any:
         index = int(index)
         if index < 0:
             index += len(self)
         sample, row = self._layout.locate(index)
-        x, y = check_item(self.dataset[sample], sample)
+        item = self.dataset[sample]
+        x, y = check_item(item, sample)
         if self._cpu_path is not None:  # the CPU path: replacement here, in the worker
             x = self._cpu_path(x, row)
         if self._item_transform is not None:
             x = self._item_transform(x)
-        return x, y, row
+        return with_row(item, x, y, row)
 
     # -- the Refreshable protocol ------------------------------------------------------------
     @property

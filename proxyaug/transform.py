@@ -12,12 +12,10 @@ from torch import nn
 from . import functional as F
 from ._checks import as_index, check_choice, check_images, check_index_bounds, check_unit_interval, check_unit_range, describe
 from ._device import compiling
+from ._items import IDX_KEY, IMAGE_KEY  # the keys of a dict input; every other key passes through
 from .bank import MaskBank
 
 __all__ = ["ProxyTransform"]
-
-# The keys of a dict input: the image batch and its bank rows; every other key passes through.
-_IMAGE_KEY, _IDX_KEY = "image", "idx"
 
 _USAGE = (
     "Call proxy(x, idx), which returns (x', idx), or proxy.replace(x, idx) for the images alone; or pass one batch: "
@@ -267,10 +265,10 @@ def _unpack(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Callable[[Any], Any]]:
         return inputs[0], inputs[-1], lambda image: (image, *inputs[1:])
     batch = inputs[0] if inputs else None
     if isinstance(batch, Mapping):
-        missing = [k for k in (_IMAGE_KEY, _IDX_KEY) if k not in batch]
+        missing = [k for k in (IMAGE_KEY, IDX_KEY) if k not in batch]
         if missing:
             raise KeyError(f"the batch dict lacks {missing}; got the keys {list(batch)}. Expected the keys 'image' and 'idx'.")
-        return batch[_IMAGE_KEY], batch[_IDX_KEY], lambda image: _with_image(batch, image)
+        return batch[IMAGE_KEY], batch[IDX_KEY], lambda image: _with_image(batch, image)
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[0], batch[-1], lambda image: _rebuilt(batch, [image, *batch[1:]])
     got = describe(batch) if inputs else "nothing"
@@ -279,7 +277,7 @@ def _unpack(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Callable[[Any], Any]]:
 
 def _with_image(batch: Mapping[str, Any], image: Any) -> Dict[str, Any]:
     out = dict(batch) if type(batch) is dict or not isinstance(batch, MutableMapping) else copy.copy(batch)
-    out[_IMAGE_KEY] = image
+    out[IMAGE_KEY] = image
     return out
 
 

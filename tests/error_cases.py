@@ -161,7 +161,8 @@ CASES: List[Case] = [
     # dataset
     Case("dataset", "item is a PIL image", lambda: pa.ProxyDataset(Items([(_pil(), 0)]))[0], TypeError, r"dataset\[0\] returned an image that is a PIL.Image.Image; expected a float tensor \(C, H, W\) in \[0, 1\]"),
     Case("dataset", "item is a bare tensor (no label)", lambda: pa.ProxyDataset(Items([torch.rand(3, 4, 4)]))[0], TypeError, r"dataset\[0\] returned a tensor of shape \(3, 4, 4\)"),
-    Case("dataset", "item is a dict", lambda: pa.ProxyDataset(Items([{"image": torch.rand(3, 4, 4), "label": 0}]))[0], TypeError, r"returned a dict with keys \['image', 'label'\]"),
+    Case("dataset", "item is a mapping without 'image'", lambda: pa.ProxyDataset(Items([{"img": torch.rand(3, 4, 4), "label": 0}])), TypeError, r"dataset\[0\] returned a mapping with the keys \['img', 'label'\]; expected the keys 'image' and 'label' \(or a pair \(image, label\)\). Rename the columns \(hf_dataset.rename_column\('img', 'image'\)\)"),
+    Case("dataset", "item is a mapping with a key 'idx'", lambda: pa.ProxyDataset(Items([{"image": torch.rand(3, 4, 4), "label": 0, "idx": 7}])), ValueError, r"dataset\[0\] has a key 'idx' already; ProxyDataset adds each item's bank row under 'idx'"),
     Case("dataset", "label is not a class index", lambda: pa.ProxyDataset(Items([(torch.rand(3, 4, 4), 0.5)]))[0], TypeError, r"label that is a float; expected an integer class index"),
     Case("dataset", "item 0 normalised already", lambda: pa.ProxyDataset(Items([(torch.full((3, 4, 4), -1.5), 0)])), ValueError, r"the values of dataset\[0\] lie in \[-1.5, -1.5\]; expected float images in \[0, 1\]\. They look normalised"),
     Case("dataset", "item 0 in 0..255", lambda: pa.ProxyDataset(Items([(torch.full((3, 4, 4), 200.0), 0)])), ValueError, r"the values of dataset\[0\] lie in \[200, 200\]; expected float images in \[0, 1\]\. They look like 0\.\.255"),

@@ -56,7 +56,7 @@ def test_loop_with_transform_uses_indices(model, base, device):
 @pytest.mark.parametrize(
     "item, match",
     [
-        ({"image": torch.rand(3, 4, 4), "label": 0}, r"dataset\[0\] returned a dict with keys \['image', 'label'\]; expected \(image tensor"),
+        ({"pixels": torch.rand(3, 4, 4), "target": 0}, r"dataset\[0\] returned a mapping with the keys \['pixels', 'target'\]; expected the keys 'image' and 'label'"),
         (torch.rand(3, 4, 4), r"dataset\[0\] returned a tensor of shape \(3, 4, 4\).*expected \(image tensor \(C, H, W\), label\)"),
         ((torch.rand(3, 4, 4),), r"returned a tuple of 1 items"),
         ((torch.rand(4, 4), 0), r"image of shape \(4, 4\) and dtype torch.float32; expected a tensor \(C, H, W\)"),
@@ -181,7 +181,7 @@ def test_append_mode_validation(base):
 @pytest.mark.parametrize(
     "item, exc, match",
     [
-        ({"image": torch.rand(3, 4, 4), "label": 0}, TypeError, r"dataset\[0\] returned a dict with keys \['image', 'label'\]"),
+        ({"image": torch.rand(3, 4, 4)}, TypeError, r"dataset\[0\] returned a mapping with the keys \['image'\]; expected the keys 'image' and 'label' \(or a pair \(image, label\)\). Rename the columns \(hf_dataset.rename_column\(old, 'label'\)\)"),
         ((torch.rand(3, 4, 4), 0, "extra"), TypeError, r"dataset\[0\] returned a tuple of 3 items"),
         ((torch.rand(3, 4, 4), torch.tensor([0.0, 1.0])), TypeError, r"dataset\[0\] returned a label that is a tensor of shape \(2,\)"),
         ((torch.rand(3, 4, 4) * 255, 0), ValueError, r"the values of dataset\[0\] lie in \[.*\]; expected float images in \[0, 1\]\. They look like 0\.\.255"),
