@@ -11,6 +11,10 @@ The pages are written to read both on GitHub and on the site:
   ``<!-- end generated: benchmarks/results/speed-cpu.md -->``. The build replaces the copy with
   the file as it is; ``python docs/hooks.py`` refreshes the copies in the pages (and
   ``tests/test_docs.py`` fails while one is out of date).
+- A code line too long for the page wraps with a hanging indent: each line of a code block is a
+  span of its own (``pymdownx.highlight``'s ``line_spans``), and the build gives it its
+  indentation (``style="--indent: 4ch"``), from which ``stylesheets/extra.css`` indents the
+  continuation lines 4 columns deeper than the line itself.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ GENERATED = re.compile(
     re.S,
 )
 IMAGE = re.compile(r"(?P<head>!\[[^\]]*\]\()(?P<target>[^)\s]+)")
+# A code line's span, and the spaces that open the line (raw, or in its first token's span).
+CODE_LINE = re.compile(r'<span id="__span-\d+-\d+"(?=>(?:<span class="[^"]*">)?( *))')
 
 
 def generated_copies(markdown: str) -> List[tuple]:
@@ -77,6 +83,16 @@ def publish_pictures(markdown: str, page_src: str) -> str:
     return IMAGE.sub(repl, markdown)
 
 
+def hang_code_lines(html: str) -> str:
+    """Give each code line's span its indentation, for the hanging indent of its wrapped part.
+
+    Examples:
+        >>> hang_code_lines('<span id="__span-0-2"><span class="w">    </span>x</span>')
+        '<span id="__span-0-2" style="--indent: 4ch"><span class="w">    </span>x</span>'
+    """
+    return CODE_LINE.sub(lambda m: f'{m.group(0)} style="--indent: {len(m.group(1))}ch"', html)
+
+
 def on_files(files, config):
     from mkdocs.structure.files import File
 
@@ -88,6 +104,10 @@ def on_files(files, config):
 
 def on_page_markdown(markdown, page, config, files):
     return publish_pictures(refresh_copies(markdown, page.file.src_uri), page.file.src_uri)
+
+
+def on_page_content(html, page, config, files):
+    return hang_code_lines(html)
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Open the built site in headless Chromium and take screenshots of the home page, the API
-# reference, the getting-started page (code blocks wrap) and the errors table (no word is cut)
+# reference, the getting-started page, two how-tos with long code lines (they wrap with a hanging
+# indent) and the errors table (no word is cut)
 # (make screenshots). Needs Debian's chromium package: apt-get install chromium.
 set -euo pipefail
 site=${1:-site}
@@ -20,4 +21,6 @@ shoot() {  # page, file, height
 shoot index.html home.png 1400
 shoot api/index.html api.png 2200
 shoot getting-started/index.html getting-started.png 1600
+shoot howto/study/index.html howto-study.png 2600
+shoot howto/huggingface/index.html howto-huggingface.png 2400
 shoot errors/index.html errors.png 2000

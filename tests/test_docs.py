@@ -79,6 +79,8 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert "stylesheets/extra.css" in home and (tmp_path / "site" / "stylesheets" / "extra.css").is_file()
     scale = (tmp_path / "site" / "howto" / "scale" / "index.html").read_text()
     assert "<td>64</td>" in scale  # the generated ImageNet table
+    getting_started = (tmp_path / "site" / "getting-started" / "index.html").read_text()
+    assert '<span id="__span-0-1" style="--indent: 0ch">' in getting_started and 'style="--indent: 4ch"' in api  # code lines hang
     for page in (tmp_path / "site").rglob("*.html"):
         assert "--8&lt;--" not in page.read_text() and "--8<--" not in page.read_text(), page
 
@@ -129,6 +131,21 @@ def test_hook_points_pictures_at_the_site_copies():
     assert hooks.publish_pictures("![a](../../benchmarks/results/study/bars.png)", "howto/scale.md") == \
         "![a](../assets/results/study/bars.png)"
     assert hooks.publish_pictures("![a](https://example.org/a.png)", "index.md") == "![a](https://example.org/a.png)"
+
+
+def test_code_lines_carry_their_indentation_for_the_hanging_indent():
+    import markdown
+
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"- pymdownx\.highlight:\s*\n\s+line_spans: __span\b", config)
+    md = markdown.Markdown(extensions=["pymdownx.highlight", "pymdownx.superfences"],
+                           extension_configs={"pymdownx.highlight": {"line_spans": "__span"}})
+    html = _hooks().hang_code_lines(md.convert('```python\ndef f(x):\n    """doc\n      string"""\n    return x  # why\n```'))
+    assert re.findall(r'<span id="__span-0-\d+" style="--indent: (\d+)ch">', html) == ["0", "4", "6", "4"]
+    css = (ROOT / "docs" / "stylesheets" / "extra.css").read_text()
+    rule = re.search(r'\.md-typeset pre > code > span\[id\^="__span-"\] \{([^}]*)\}', css).group(1)
+    assert "padding-left: calc(var(--indent, 0ch) + 4ch)" in rule and "text-indent: calc(-1 * (var(--indent, 0ch) + 4ch))" in rule
+    assert "display: inline-block" in rule  # a block box would double the newlines of a copied block
 
 
 def test_extra_css_wraps_code_and_table_cells():
