@@ -62,6 +62,7 @@ class Data:
         mean: per-channel normalisation mean (the model's preprocessing).
         std: per-channel normalisation std.
         info: one line describing the data, for the report.
+        class_names: the classes' names by label where the source names them (else empty).
     """
 
     name: str
@@ -73,6 +74,7 @@ class Data:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     info: str
+    class_names: Tuple[str, ...] = ()
 
 
 def _stratified(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -133,11 +135,16 @@ def _digits(size: int, test_fraction: float, split_seed: int, shortcut: bool, cu
     return Data(
         name="shortcut-digits" if shortcut else "digits", pool=TensorDataset(up(pool), pool_labels), pool_labels=pool_labels,
         test=TensorDataset(up(test), labels[test_idx]), num_classes=10, channels=1, mean=(0.5,), std=(0.5,), info=info,
+        class_names=tuple(map(str, range(10))),
     )
 
 
 # per-channel mean and std of the official training images (the models' normalisation)
 IDX_STATS = {"fashion-mnist": ((0.2860,), (0.3530,)), "mnist": ((0.1307,), (0.3081,))}
+IDX_CLASSES = {  # the IDX files hold labels only; torchvision's names
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(map(str, range(10))),
+}
 
 
 def _idx(name: str, size: int, root: str) -> Data:
@@ -158,7 +165,7 @@ def _idx(name: str, size: int, root: str) -> Data:
     classes = int(max(train_y.max(), test_y.max())) + 1
     mean, std = IDX_STATS[name]
     return Data(name=name, pool=TensorDataset(frame(train_x), train_y), pool_labels=train_y, test=TensorDataset(frame(test_x), test_y),
-                num_classes=classes, channels=1, mean=mean, std=std, info=info)
+                num_classes=classes, channels=1, mean=mean, std=std, info=info, class_names=IDX_CLASSES[name])
 
 
 def limit_pool(data: Data, pool_size: Optional[int], seed: int) -> Data:
@@ -239,9 +246,12 @@ def _torchvision(name: str, size: int, root: str, test_fraction: float, split_se
             f"dataset {name!r} was not found under root={root!r} ({e}). The study never downloads: fetch it once, "
             f"e.g. torchvision.datasets.{name.upper() if name.startswith('cifar') else name}(root, download=True)."
         ) from e
+    source = pool.dataset if isinstance(pool, Subset) else pool
+    names = tuple(getattr(source, "classes", None) or getattr(source, "categories", None) or ())  # none for flowers102's parts
     return Data(
         name=name, pool=pool, pool_labels=pool_labels, test=test, num_classes=classes, channels=3,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, info=f"{name}, {len(pool)} pool / {len(test)} test images at {size}x{size}",
+        class_names=names if len(names) == classes else (),
     )
 
 

@@ -337,15 +337,14 @@ def test_an_arm_compared_with_a_control_it_names_is_compared_once():
     assert group["comparisons"][0]["mean"] == pytest.approx(0.01)
 
 
-def test_proxy_grids_title_the_columns_and_outline_the_replaced_region(tiny):
+def test_proxy_grids_outline_the_replaced_region(tiny):
     from PIL import Image
 
     out, _, _ = tiny
     for arm in ("proxy", "random-mask"):
         with Image.open(out / "grids" / f"shortcut-digits-cnn-{arm}-seed0-refresh1.png") as im:
-            pixels = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8).view(im.size[1], im.size[0], 3)
+            pixels = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8).view(im.size[1], im.size[0], 3).int()
         h, w, _ = pixels.shape
-        assert w == 3 * (96 + 2) + 2 and (h - 2) % (96 + 2) != 0  # 16 px digits scaled to 96 px, a title band above
-        assert pixels[0].eq(255).all()  # the band is white
-        proxy_column = pixels[:, 2 + 2 * 98 : 2 + 2 * 98 + 96]
-        assert (proxy_column == torch.tensor([0, 255, 255], dtype=torch.uint8)).all(-1).any(), arm  # the cyan outline
+        assert w > 600 and h > 400  # a matplotlib figure: title, four columns, row labels, caption
+        cyan = (pixels[..., 0] < 80) & (pixels[..., 1] > 200) & (pixels[..., 2] > 200)
+        assert cyan.sum() > 20, arm  # the outline of the replaced region (what else the figure says: test_study_pictures.py)

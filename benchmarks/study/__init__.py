@@ -12,9 +12,10 @@ Arm kinds (``kind`` in a config's ``[[arms]]`` table), one module each in ``arms
 ``thesis-protocol`` (the split re-drawn every round, as the thesis' code did).
 
 Output (``--out``): ``runs.csv`` (one row per run), ``runs.jsonl`` (the same plus curves and
-refreshes), ``summary.json``, ``report.md``, ``accuracy-*.png``, ``bars.png``, ``differences.png``
-and proxy grids per refresh under ``grids/`` (original | map | proxy, the replaced region outlined
-in cyan with its area). Finished runs are skipped when the command is run again with the same
+refreshes), ``summary.json``, ``report.md`` (which shows the pictures), ``accuracy-*.png``,
+``bars.png``, ``differences.png`` (an arm has one colour in all of them) and proxy grids per
+refresh under ``grids/`` (original | map | proxy, the replaced region outlined in cyan with its
+area | the change; each row's true and predicted class, a caption). Finished runs are skipped when the command is run again with the same
 settings, and an interrupted run resumes from its last epoch checkpoint (``checkpoints/``).
 
 With ``sizes`` and ``steps`` a study draws learning curves (``--preset fashion-curves``): nested

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from .arms import arm_kind
 from .text import slug
 
 BRACKET_STYLE = {  # name: (label, colour, line style)
@@ -27,15 +26,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def occlusion_plot(out: str, group: str, g: Dict[str, Any], kinds: Dict[str, str]) -> str:
-    """Accuracy (mean over seeds) under random and salient-first patch drop and under patch shuffle."""
+def occlusion_plot(out: str, group: str, g: Dict[str, Any], colors: Dict[str, str]) -> str:
+    """Accuracy (mean over seeds) under random and salient-first patch drop and under patch shuffle
+    (``colors``: each arm's, [`arm_colors`][benchmarks.study.plots.arm_colors])."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     fractions = list(g["fractions"])
     panels = (("occlusion_random", "random patch drop", fractions, "share of patches dropped"),
               ("occlusion_salient", "salient-first drop (own map)", fractions, "share of patches dropped"),
               ("shuffle", "patch shuffle", ["none", *map(str, g["grids"])], "grid (g x g tiles shuffled)"))
-    lines = [(a, c, arm_kind(kinds[a]).color, "-") for a, c in g["curves"].items()]
+    lines = [(a, c, colors[a], "-") for a, c in g["curves"].items()]
     lines.append((f"ViT ({g['vit']}, {g['vit_arm']})", g["vit_curves"], "black", "--"))
     for ax, (key, title, xs, xlabel) in zip(axes, panels):
         for label, curves, color, style in lines:
@@ -52,7 +52,7 @@ def occlusion_plot(out: str, group: str, g: Dict[str, Any], kinds: Dict[str, str
     return path
 
 
-def agreement_plot(out: str, group: str, g: Dict[str, Any], kinds: Dict[str, str]) -> str:
+def agreement_plot(out: str, group: str, g: Dict[str, Any], colors: Dict[str, str]) -> str:
     """Per ViT method: each arm's Spearman and top-10 % IoU with the ViT's maps (mean ± sd over
     seeds), the ceilings and floors as vertical lines."""
     plt = _pyplot()
@@ -63,7 +63,7 @@ def agreement_plot(out: str, group: str, g: Dict[str, Any], kinds: Dict[str, str
             ax, key = axes[row, col], f"{stat}_{m}"
             values = [g["pairs"][a][key]["mean"] for a in arms]
             errors = [g["pairs"][a][key]["std"] for a in arms]
-            ax.barh(range(len(arms)), values, xerr=errors, color=[arm_kind(kinds[a]).color for a in arms], capsize=3)
+            ax.barh(range(len(arms)), values, xerr=errors, color=[colors[a] for a in arms], capsize=3)
             ax.set_yticks(range(len(arms)), arms, fontsize=7)
             ax.invert_yaxis()
             for name, (label, color, style) in BRACKET_STYLE.items():

@@ -13,6 +13,7 @@ from .compare import CNN_METHODS
 from .compare_plots import agreement_plot, occlusion_plot
 from .compare_stats import AREAS, HEADLINE, TOP, load_artifacts, summarize_compare
 from .config import Study
+from .plots import arm_colors
 from .text import slug
 
 AREA_NAMES = {"occlusion_random_auc": "random drop AUC", "occlusion_salient_auc": "salient drop AUC", "shuffle_auc": "shuffle AUC"}
@@ -138,14 +139,14 @@ def compare_report(study: Study, records: List[Dict[str, Any]]) -> List[str]:
     and return the report's section (empty when no CNN and ViT baselines were measured)."""
     arts = load_artifacts(study, records)
     groups = summarize_compare(arts, records)
-    kinds = {r["arm"]: r["kind"] for r in records}
+    colors = arm_colors([*(a["name"] for a in study.arms), *(r["arm"] for r in records)])
     with open(os.path.join(study.out, "compare.json"), "w") as f:
         json.dump({"settings": study.compare_settings(), "headline": list(HEADLINE), "runs_measured": len(arts), "groups": groups}, f, indent=2)
     if not groups:
         return ["## Attention like a ViT's? (RQ2)", "", f"Not yet: {len(arts)} runs measured, and no dataset has both a CNN baseline and a "
                 "ViT baseline among them.", ""]
     for group, g in groups.items():
-        occlusion_plot(study.out, group, g, kinds)
-        agreement_plot(study.out, group, g, kinds)
+        occlusion_plot(study.out, group, g, colors)
+        agreement_plot(study.out, group, g, colors)
     info = next((r["compare_info"] for r in records if r.get("compare_info")), "")
     return compare_section(groups, study, info)

@@ -237,7 +237,7 @@ def curves_report(study: Study, records: List[Dict[str, Any]], command: str) -> 
                    "tuning": {f"{d} / {m} / {n}": c for (d, m, n), c in (tuning or {}).items()}}, f, indent=2, default=str)
     with open(os.path.join(study.out, "report.md"), "w") as f:
         f.write(curves_markdown(study, records, summary, env, command, tuning))
-    curve_plots(study.out, records, summary)
+    curve_plots(study.out, records, summary, [a["name"] for a in study.arms])
     return summary
 
 

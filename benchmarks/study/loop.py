@@ -27,7 +27,7 @@ from .budget import cosine_warmup, eval_after, nested_subset, unit_steps
 from .compare import CompareSet, measure_compare, save_compare
 from .config import Study
 from .explain import ExplainSet, measure, save_maps
-from .grids import save_grid
+from .grids import grid_file, save_grid
 from .models import build_model
 from .text import slug
 
@@ -216,8 +216,12 @@ class Run:
             rec = done.record
             self.history["rounds"].append({k: v for k, v in rec.items() if k != "new_rows"})
             if grid_dir and self.study.grids and self.arm.grid_titles and rec.get("new_rows"):
-                name = f"{self.data.name}-{self.model_name}-{self.spec['name']}-seed{self.seed}-refresh{self.rounds_done}"
-                save_grid(os.path.join(grid_dir, slug(name) + ".png"), self.arm, torch.as_tensor(rec["new_rows"][: self.study.grids]))
+                name = grid_file(self.data.name, self.model_name, self.spec["name"], self.seed, self.rounds_done)
+                title = (f"{self.data.name} / {self.model_name} / arm {self.spec['name']}: seed {self.seed}, "
+                         f"refresh {self.rounds_done} (after epoch {epoch + 1})")
+                save_grid(os.path.join(grid_dir, name), self.arm, torch.as_tensor(rec["new_rows"][: self.study.grids]),
+                          model=self.model, preprocess=self.preprocess, title=title, class_names=self.data.class_names,
+                          chosen=len(rec["new_rows"]))
         if done.split is not None:
             self.use_split(*done.split)
         self.history["splits"].append(split_fingerprint(self.train_idx))

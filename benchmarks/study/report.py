@@ -1,4 +1,5 @@
-"""The study's report: ``summary.json``, ``report.md`` (generated, never typed) and the plots.
+"""The study's report: ``summary.json``, ``report.md`` (generated, never typed) and the plots,
+which the report shows (relative links: they work beside it, on GitHub and in the docs' copies).
 
 How an arm is described, its verdict line, whether it has refresh statistics (maps, masked area)
 and whether it is a Proxy Attention arm or a control are its kind's answers (``benchmarks.study.arms``).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import proxyaug as pa
 
@@ -17,7 +18,8 @@ from ..env import environment
 from .arms import arm_kind
 from .config import Study
 from .explain_report import explanation_grids, explanation_section, summarize_explanations
-from .plots import plots
+from .grids import grid_file
+from .plots import accuracy_file, plots
 from .stats import summarize
 from .text import pct, pp
 
@@ -132,8 +134,37 @@ def _results(summary: Dict[str, Any], records: List[Dict[str, Any]]) -> List[str
     return lines
 
 
-def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any], env: Dict[str, Any], command: str, total_s: float) -> str:
-    """The study's report (markdown), generated from its records and summary."""
+Picture = Tuple[str, str]  # (what it shows, its path relative to report.md)
+
+
+def pictures(study: Study, summary: Dict[str, Any]) -> List[Picture]:
+    """What the report shows: the plots, then per group each arm's grid of its first refresh
+    (first seed) where ``study.out`` holds one."""
+    shown = [("each arm minus the baseline, test accuracy pp, paired 95 % intervals", "differences.png"),
+             ("test accuracy, mean and sd over seeds, the axis from 0", "bars.png")]
+    shown += [(f"{group}: test accuracy per epoch, mean over seeds", accuracy_file(group)) for group in summary]
+    for group in summary:
+        dname, mname = group.split(" / ")
+        for a in summary[group]["arms"]:
+            name = grid_file(dname, mname, a, study.seeds[0], 1)
+            if os.path.exists(os.path.join(study.out, "grids", name)):
+                shown.append((f"{group} / {a}: what the arm did at its first refresh (seed {study.seeds[0]})", f"grids/{name}"))
+    return shown
+
+
+def _pictures(shown: Sequence[Picture]) -> List[str]:
+    lines = ["## Pictures", "", "An arm has the same colour in every plot. The grids, one per refresh under `grids/`: training images "
+             "given a new map at that refresh, each row the original, its map over it and what the arm trained on, the changed region "
+             "outlined in cyan with its share of the image.", ""]
+    for alt, path in shown:
+        lines += [f"![{alt}]({path})", ""]
+    return lines
+
+
+def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[str, Any], env: Dict[str, Any], command: str, total_s: float,
+                    shown: Optional[Sequence[Picture]] = None) -> str:
+    """The study's report (markdown), generated from its records and summary; ``shown``: the
+    pictures it links, from [`pictures`][benchmarks.study.report.pictures] (none by default)."""
     lines = _header(study, records, summary, env, command, total_s) + _verdicts(summary) + _results(summary, records)
     lines += [
         "Columns: *val acc*: the validation split's accuracy (for `thesis-protocol`, its last round's split, which overlaps "
@@ -142,6 +173,7 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
         "images with a map); *s / run*: training wall time, refreshes included.",
         "",
     ]
+    lines += _pictures(shown) if shown else []
     info = {r["dataset"]: r["explain_info"] for r in records if r.get("explain_info")}
     lines += explanation_section(summarize_explanations(records, summary), study, info)
     return "\n".join(lines)
@@ -155,13 +187,13 @@ def report(study: Study, records: List[Dict[str, Any]], command: str, total_s: f
     with open(os.path.join(study.out, "summary.json"), "w") as f:
         json.dump({"study": dataclasses.asdict(study), "environment": env, "command": command, "summary": summary,
                    "explanations": expl}, f, indent=2)
-    text = markdown_report(study, records, summary, env, command, total_s)
+    plots(study.out, records, summary, study)
+    explanation_grids(study.out, expl, study.explain_method)
+    text = markdown_report(study, records, summary, env, command, total_s, pictures(study, summary))
     if study.compare:  # RQ2: also compare.json and its plots
         from .compare_report import compare_report
 
         text += "\n" + "\n".join(compare_report(study, records))
     with open(os.path.join(study.out, "report.md"), "w") as f:
         f.write(text)
-    plots(study.out, records, summary, study)
-    explanation_grids(study.out, expl, study.explain_method)
     return summary

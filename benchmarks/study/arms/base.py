@@ -1,13 +1,13 @@
 """The protocol every arm kind follows, and the registry that finds a kind by name.
 
 An arm kind is one class: it says which settings it takes (``defaults``), how the report and the
-plots show it (``describe``, ``verdict_line``, ``color``, ``proxy_like``, ``control``,
-``refreshes``, ``grid_titles``), and what it does in a run: the dataset it trains on
-(``make_dataset``, ``attach``, ``items``), each batch (``apply``, ``observe``), each refresh point of the
-schedule (``round``) and what survives a restart (``state_dict``). The training loop and the
-report ask the class; they never switch on the kind's name. A new kind is one new module in this
-folder, its class decorated with [`register`][benchmarks.study.arms.base.register], and one import
-line in ``arms/__init__.py``.
+plots show it (``describe``, ``verdict_line``, ``proxy_like``, ``control``, ``refreshes``,
+``resplits``, ``grid_titles``; an arm's colour comes from its name, ``plots.arm_colors``), and what
+it does in a run: the dataset it trains on (``make_dataset``, ``attach``, ``items``), each batch
+(``apply``, ``observe``), each refresh point of the schedule (``round``) and what survives a
+restart (``state_dict``). The training loop and the report ask the class; they never switch on the
+kind's name. A new kind is one new module in this folder, its class decorated with
+[`register`][benchmarks.study.arms.base.register], and one import line in ``arms/__init__.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def arm_kind(kind: str) -> Type["Arm"]:
     """The class of the arm kind ``kind``.
 
     Examples:
-        >>> arm_kind("none").color
-        'grey'
+        >>> arm_kind("thesis-protocol").resplits
+        True
     """
     if kind not in ARMS:
         raise ValueError(f"arm kind {kind!r} is not valid; expected one of {', '.join(ARMS)}.")
@@ -79,10 +79,10 @@ class Arm:
 
     kind: ClassVar[str] = ""
     defaults: ClassVar[Dict[str, Any]] = {}  # the settings it takes, besides name, kind, schedule, compare
-    color: ClassVar[str] = "C1"  # in the bar charts
     refreshes: ClassVar[bool] = False  # runs refresh(): it has maps at the end and a masked area
     proxy_like: ClassVar[bool] = False  # a Proxy Attention arm: compared with every control
     control: ClassVar[bool] = False  # a control that Proxy Attention arms are compared with
+    resplits: ClassVar[bool] = False  # re-draws the train / validation split at its refresh points
     grid_titles: ClassVar[Optional[Tuple[str, str, str]]] = None  # columns of its grids per refresh, if any
 
     def __init__(self, spec: Dict[str, Any], context: Context) -> None:
@@ -137,6 +137,12 @@ class Arm:
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Originals, maps and what this arm made of them (for kinds with ``grid_titles``)."""
         raise NotImplementedError(f"arm kind {self.kind!r} draws no grids")
+
+    def originals(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The images ``(B, C, H, W)`` and labels ``(B,)`` behind the bank's ``rows`` (an appended
+        proxy's row is its sample's), on the CPU."""
+        items = [self.ds.dataset[int(i)] for i in rows % len(self.ds.dataset)]
+        return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
     def state_dict(self) -> Dict[str, Any]:
         return {"gen": self.gen.get_state()}

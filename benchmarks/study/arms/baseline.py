@@ -10,7 +10,6 @@ from .base import Arm, register
 @register
 class Baseline(Arm):
     kind = "none"
-    color = "grey"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:

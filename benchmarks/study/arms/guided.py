@@ -48,7 +48,6 @@ def _cut(arm: Arm, cut: pa.KeepCutout, x: torch.Tensor, idx: torch.Tensor) -> to
 class CutMixArm(Arm):
     kind = "cutmix"
     defaults = {"alpha": 1.0}
-    color = "C5"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:
@@ -89,7 +88,6 @@ class _Captured(RefreshingArm):
 class SalientMixArm(_Captured):
     kind = "salient-mix"
     defaults = {**CAPTURE, "box": "peak", "labels": "area", "alpha": 1.0}
-    color = "C6"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:
@@ -112,7 +110,6 @@ class SalientMixArm(_Captured):
 class CutoutBatch(Arm):
     kind = "cutout-batch"
     defaults = {"size": 0.5, "tries": 10}
-    color = "C7"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:
@@ -130,7 +127,6 @@ class CutoutBatch(Arm):
 class KeepCutoutArm(_Captured):
     kind = "keep-cutout"
     defaults = {**CAPTURE, "size": 0.5, "tries": 10}
-    color = "C8"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ from .refreshing import proxy_defaults, selection_text
 class InStep(Proxy):
     kind = "in-step"
     defaults = {**proxy_defaults("proxies"), "method": "gradcam", "views": "canonical"}  # the formula: Grad-CAM of the loss
-    color = "C4"
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:

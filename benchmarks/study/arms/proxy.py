@@ -28,7 +28,6 @@ from .refreshing import RefreshingArm, proxy_defaults, selection_text
 class Proxy(RefreshingArm):
     kind = "proxy"
     defaults = proxy_defaults("proxies")
-    color = "C0"
     proxy_like = True
     grid_titles = ("original", "map", "proxy")
 
@@ -54,7 +53,7 @@ class Proxy(RefreshingArm):
 
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = self.ds.bank.device
-        x = torch.stack([self.ds.dataset[int(i)][0] for i in rows % len(self.ds.dataset)]).to(device)
+        x = self.originals(rows)[0].to(device)
         maps, _ = self.ds.bank.get(rows)
         out = self.transform.replace(x, rows, params={"apply": torch.ones(len(rows), dtype=torch.bool, device=device)})
         return x.cpu(), maps.float().cpu(), out.cpu()

@@ -63,7 +63,7 @@ class RandomMask(RefreshingArm):
 
     def pictures(self, rows: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = self.ds.bank.device
-        x = torch.stack([self.ds.dataset[int(i)][0] for i in rows % len(self.ds.dataset)]).to(device)
+        x = self.originals(rows)[0].to(device)
         maps, _ = self.ds.bank.get(rows)
         maps = roll_maps(self.full_size(maps), self.shifts[rows.to(device)])
         return x.cpu(), maps.float().cpu(), self.replace(x, maps).cpu()

@@ -16,7 +16,7 @@ from .base import Arm, Round, register
 @register
 class ThesisProtocol(Arm):
     kind = "thesis-protocol"
-    color = "C2"
+    resplits = True
 
     @classmethod
     def describe(cls, settings: Dict[str, Any]) -> str:
