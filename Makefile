@@ -78,13 +78,21 @@ test: $(TEST_STAMP)
 
 # The oldest versions pyproject.toml claims (constraints-min.txt) in a venv of their own, on the
 # core tests: what a user with those versions gets. .ci/run runs it after `make test`.
+# PYTHON_MIN: the oldest Python claimed (requires-python >= 3.9) when this machine has one (on the
+# PATH, or pyenv's), else $(PYTHON); step 1 says which, and .venv-min is rebuilt when it changes.
+OLDEST_PYTHON := 3.9
+PYTHON_MIN ?= $(firstword $(shell for p in python$(OLDEST_PYTHON) $(HOME)/.pyenv/versions/$(OLDEST_PYTHON).*/bin/python$(OLDEST_PYTHON); do \
+	"$$p" -c "" >/dev/null 2>&1 && echo "$$p" && break; done) $(PYTHON))
+PYVER = -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 VENV_MIN ?= .venv-min
 MIN_TESTS ?= tests/test_transform.py tests/test_bank.py tests/test_dataset.py tests/test_refresh.py tests/test_capture.py \
 	tests/test_functional.py tests/test_compose.py tests/test_guided.py
 test-min:
 	@$(MAKE) -s disk-check VENV=$(VENV_MIN) NEEDS_GB=6  # .venv-min measured 5.3 GB with PyPI's CUDA torch 2.5.1
-	@echo "[1/3] creating $(VENV_MIN) if missing"
-	@test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	@want=$$($(PYTHON_MIN) $(PYVER)); have=$$($(VENV_MIN)/bin/python $(PYVER) 2>/dev/null || true); \
+	echo "[1/3] $(VENV_MIN) with Python $$want ($(PYTHON_MIN))"; \
+	if [ "$$want" != "$(OLDEST_PYTHON)" ]; then echo "warning: no Python $(OLDEST_PYTHON) here (the oldest proxyaug claims): the minimum-versions tests run on $$want; give one with PYTHON_MIN=/path/to/python$(OLDEST_PYTHON)"; fi; \
+	if [ "$$have" != "$$want" ]; then rm -rf $(VENV_MIN) && $(PYTHON_MIN) -m venv $(VENV_MIN); fi
 	@echo "[2/3] installing the oldest supported versions (constraints-min.txt), pytest and proxyaug"
 	$(VENV_MIN)/bin/python -m pip install $(PIP_FLAGS) -r constraints-min.txt "pytest>=7" "hypothesis>=6.80" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(VENV_MIN)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .

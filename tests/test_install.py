@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 def _make_n(*args, venv):
     """The commands `make` would run (`make -n`), with no settings inherited from an outer make."""
     env = {k: v for k, v in os.environ.items()
-           if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "TORCH_INDEX", "PIP_FLAGS", "PYTHON", "ARGS"}}
+           if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "TORCH_INDEX", "PIP_FLAGS", "PYTHON", "PYTHON_MIN", "ARGS"}}
     out = subprocess.run(["make", "-n", *args, f"VENV={venv}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -165,3 +165,12 @@ def test_make_test_min_installs_the_floors_and_runs_the_core_tests(tmp_path):
     assert f"disk-check VENV={tmp_path / 'min'} NEEDS_GB=6" in commands  # its own disk check, before pip
     assert "tests/test_capture.py" in commands and "tests/test_transform.py" in commands
     assert "make test-min" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_test_min_builds_its_venv_with_the_oldest_python_claimed(tmp_path):
+    """.venv-min is made with the Python that PYTHON_MIN names (the oldest claimed, where the machine has it)."""
+    floor = re.search(r'^requires-python = ">=([0-9.]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert re.search(rf"^OLDEST_PYTHON := {re.escape(floor)}$", (ROOT / "Makefile").read_text(), re.M)
+    commands = _make_n("test-min", f"VENV_MIN={tmp_path / 'min'}", "PYTHON_MIN=/opt/py39/bin/python3.9", venv=tmp_path / "venv")
+    assert f"/opt/py39/bin/python3.9 -m venv {tmp_path / 'min'}" in commands
+    assert "the minimum-versions tests run on" in commands  # said when that Python is not the oldest claimed
