@@ -60,6 +60,48 @@ def test_trainer_refreshes_transforms_and_checkpoints(tmp_path):
     assert torch.equal(restored_ds.bank.present, ds.bank.present) and restored_ds.refreshes == 2
 
 
+class DictRows(torch.utils.data.Dataset):
+    """Hugging Face-style rows: dicts with 'image' and 'label'."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return {"image": x, "label": y}
+
+
+class DictModule(Module):
+    def training_step(self, batch, batch_idx):
+        x, y = batch["image"], batch["label"]
+        self.changed += int((x != self.ds.dataset.base.tensors[0][batch["idx"]]).flatten(1).any(1).sum())
+        logits = self(x)
+        return {"loss": nn.functional.cross_entropy(logits, y), "logits": logits.detach()}
+
+
+@pytest.mark.parametrize("with_capture", [False, True], ids=["refresh", "capture"])
+def test_dict_batches_of_mapping_rows_are_transformed_observed_and_captured(tmp_path, with_capture):
+    ds = pa.ProxyDataset(DictRows(_ds().dataset))
+    kw = {"capture": pa.MapCapture(ds, fraction=1.0)} if with_capture else {"refresh": {"fraction": 1.0}, "observe": True}
+    callback = ProxyAttention(ds, "1,p,1,p", transform=pa.ProxyTransform(ds.bank, mode="black", threshold=0.5), **kw)
+    module = DictModule(ds)
+    _trainer(tmp_path, 4, callback).fit(module, DataLoader(ds, batch_size=8, shuffle=True))
+    assert len(callback.reports) == 2 and int(ds.bank.present.sum()) > 0
+    assert all(r.source == ("capture" if with_capture else "observed") for r in callback.reports)
+    assert module.changed > 0  # dict batches after the first refresh were transformed on the device
+
+
+def test_a_batch_without_bank_rows_is_refused_with_what_it_got(tmp_path):
+    ds = _ds()
+    loader = DataLoader(TensorDataset(*ds.dataset.tensors), batch_size=8)
+    with pytest.raises(TypeError, match=r"ProxyAttention expects batches \(x, y, idx\), or dicts with the keys 'image', 'label' and 'idx', "
+                                        r"from a proxyaug.ProxyDataset loader; got a list of 2 items"):
+        _trainer(tmp_path, 1, ProxyAttention(ds, "1,p")).fit(Module(ds), loader)
+
+
 def test_misuse_is_explained():
     with pytest.raises(ValueError, match=r"on_plateau schedule needs monitor="):
         ProxyAttention(_ds(), pa.ProxySchedule.on_plateau())

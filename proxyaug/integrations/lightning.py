@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - the standalone package, or neither
     except ImportError:
         raise ImportError("proxyaug.integrations.lightning needs Lightning: pip install 'proxyaug[lightning]'.") from None
 
+from .._items import IDX_KEY, IMAGE_KEY, LABEL_KEY
 from .._refresh import refresh
 from .._report import RefreshReport
 from ..capture import MapCapture
@@ -43,12 +44,13 @@ class ProxyAttention(Callback):
 
     Your LightningModule changes in one line: its ``training_step`` receives the ``(x, y, idx)``
     batches that a [`ProxyDataset`][proxyaug.ProxyDataset] yields, so it unpacks
-    ``x, y, _ = batch`` (or ``x, y = batch[:2]``). To let refreshes scan only the images the model
+    ``x, y, _ = batch`` (or ``x, y = batch[:2]``); a dataset of mapping rows (Hugging Face
+    ``datasets``) gives dict batches with the keys ``"image"``, ``"label"`` and ``"idx"``. To let refreshes scan only the images the model
     got wrong in training, also return the logits: ``return {"loss": loss, "logits": logits}``.
 
     - **Every training batch**, after Lightning moved it to the device, its images are replaced in
-      place with the stored maps (``batch[0]`` images, ``batch[2]`` bank rows), by
-      ``transform.replace``.
+      place with the stored maps (``batch[0]`` or ``batch["image"]`` images, ``batch[2]`` or
+      ``batch["idx"]`` bank rows), by ``transform.replace``.
     - **After every training batch**, when ``training_step`` returned a dict with ``"logits"``,
       the batch's mistakes are recorded (on the device, no host sync: ``capture.observe`` with a
       capture, else [`ProxyDataset.observe()`][proxyaug.ProxyDataset.observe]), and the next
@@ -137,9 +139,7 @@ class ProxyAttention(Callback):
         self.transform.to(pl_module.device)  # the bank follows the module
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 3:
-            raise TypeError("ProxyAttention expects batches (x, y, idx) from a proxyaug.ProxyDataset loader.")
-        x, idx = batch[0], batch[2]
+        x, _, idx = _fields(batch)
         x.copy_(self.transform.replace(x, idx))
         if self.capture is not None:
             self._step = self.capture.step(pl_module)
@@ -153,7 +153,8 @@ class ProxyAttention(Callback):
             elif logits is None:
                 raise ValueError("capture needs training_step to return the logits, e.g. return {'loss': loss, 'logits': logits}.")
             else:
-                self.capture.observe(batch[2], logits, batch[1])
+                _, y, idx = _fields(batch)
+                self.capture.observe(idx, logits, y)
         except BaseException as err:
             step.__exit__(type(err), err, err.__traceback__)  # hooks off with the failed step
             raise
@@ -182,7 +183,8 @@ class ProxyAttention(Callback):
                     f"it returned {got}."
                 )
             return
-        self.dataset.observe(batch[2], logits, batch[1])
+        _, y, idx = _fields(batch)
+        self.dataset.observe(idx, logits, y)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         metric = None
@@ -246,3 +248,17 @@ def _check_refresh_kwargs(kwargs: Optional[Mapping[str, Any]]) -> Dict[str, Any]
     if "budget" in kwargs:  # now, not at the first refresh
         kwargs["budget"] = check_budget(kwargs["budget"])
     return kwargs
+
+
+def _fields(batch: Any) -> Any:
+    """The images, labels and bank rows of a ProxyDataset batch: ``(x, y, idx)`` or a dict with their keys."""
+    if isinstance(batch, Mapping) and all(k in batch for k in (IMAGE_KEY, LABEL_KEY, IDX_KEY)):
+        return batch[IMAGE_KEY], batch[LABEL_KEY], batch[IDX_KEY]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 3:
+        return batch[0], batch[1], batch[2]
+    if isinstance(batch, Mapping):
+        got = f"a dict with the keys {sorted(map(str, batch))}"
+    else:
+        got = f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
+    raise TypeError(f"ProxyAttention expects batches (x, y, idx), or dicts with the keys 'image', 'label' and 'idx', "
+                    f"from a proxyaug.ProxyDataset loader; got {got}.")
