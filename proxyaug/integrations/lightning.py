@@ -6,7 +6,7 @@ Install with ``pip install proxyaug[lightning]``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -250,7 +250,7 @@ def _check_refresh_kwargs(kwargs: Optional[Mapping[str, Any]]) -> Dict[str, Any]
     return kwargs
 
 
-def _fields(batch: Any) -> Any:
+def _fields(batch: Any) -> Tuple[Any, Any, Any]:
     """The images, labels and bank rows of a ProxyDataset batch: ``(x, y, idx)`` or a dict with their keys."""
     if isinstance(batch, Mapping) and all(k in batch for k in (IMAGE_KEY, LABEL_KEY, IDX_KEY)):
         return batch[IMAGE_KEY], batch[LABEL_KEY], batch[IDX_KEY]
