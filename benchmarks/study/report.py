@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -17,6 +18,7 @@ import proxyaug as pa
 from ..env import environment
 from .arms import arm_kind
 from .config import Study
+from .curves import detectable, seeds_for
 from .explain_report import explanation_grids, explanation_section, summarize_explanations
 from .grids import grid_file
 from .plots import accuracy_file, plots
@@ -127,11 +129,36 @@ def _results(summary: Dict[str, Any], records: List[Dict[str, Any]]) -> List[str
         lines += _refresh_table(group, g, records)
         versus = [c for c in g["comparisons"] if c["versus"] != "baseline"]
         if versus:
-            lines += ["", "Proxy Attention arms against each control (paired by seed):", "",
-                      "| arm | control | difference, pp (95 % CI) | verdict |", "|---|---|---|---|"]
+            lines += ["", "Proxy Attention arms against each control, and the pairs the config names (`compare`), paired by seed:", "",
+                      "| arm | versus | difference, pp (95 % CI) | verdict |", "|---|---|---|---|"]
             lines += [f"| {c['arm']} | {c['versus']} | {pp(c)} | {c['verdict']} |" for c in versus]
         lines.append("")
     return lines
+
+
+def _power(summary: Dict[str, Any], most: int = 1000) -> List[str]:
+    """What the seeds can see: per comparison, the paired spread, the smallest detectable difference and
+    the seeds that 1 pp and 0.5 pp need at that spread."""
+    rows = []
+    for group, g in summary.items():
+        for c in g["comparisons"]:
+            sd = c.get("sd", math.nan)
+            if c["n"] < 2 or math.isnan(sd):
+                continue
+            need = [seeds_for(sd, delta, most=most) for delta in (0.01, 0.005)]
+            rows.append(f"| {group} | {c['arm']} | {c['versus']} | {c['n']} | {100 * sd:.2f} | {100 * detectable(sd, c['n']):.2f} | "
+                        + " | ".join(f"> {most}" if k >= most else str(k) for k in need) + " |")
+    if not rows:
+        return []
+    return [
+        "## Power", "",
+        "What these seeds can see. *Paired sd*: the spread of the per-seed differences; *detectable*: the smallest true "
+        "difference that this many seeds detect with 80 % power at the 95 % level (two-sided, per interval, no correction "
+        "for the number of intervals); *seeds for 1 pp / 0.5 pp*: the paired seeds that power would need at this spread. "
+        "With few seeds the spread is itself uncertain: a pilot's estimate, to plan the next run, not a guarantee.", "",
+        "| group | arm | versus | seeds | paired sd, pp | detectable, pp | seeds for 1 pp | seeds for 0.5 pp |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+    ]
 
 
 Picture = Tuple[str, str]  # (what it shows, its path relative to report.md)
@@ -173,6 +200,7 @@ def markdown_report(study: Study, records: List[Dict[str, Any]], summary: Dict[s
         "images with a map); *s / run*: training wall time, refreshes included.",
         "",
     ]
+    lines += _power(summary)
     lines += _pictures(shown) if shown else []
     info = {r["dataset"]: r["explain_info"] for r in records if r.get("explain_info")}
     lines += explanation_section(summarize_explanations(records, summary), study, info)

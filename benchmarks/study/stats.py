@@ -25,21 +25,23 @@ def describe(values: List[float]) -> Dict[str, float]:
 
 
 def paired(a: List[float], b: List[float]) -> Dict[str, float]:
-    """Mean of ``a[i] - b[i]`` with a two-sided 95 % t-interval (the seeds are the pairs).
+    """Mean of ``a[i] - b[i]`` with a two-sided 95 % t-interval (the seeds are the pairs), and
+    ``sd``, the spread of the differences (what plans the seeds: the report's power table).
 
     Examples:
         >>> d = paired([0.9, 0.8, 0.85], [0.8, 0.8, 0.8])
-        >>> round(d["mean"], 3), d["ci95_low"] < d["mean"] < d["ci95_high"]
-        (0.05, True)
+        >>> round(d["mean"], 3), d["ci95_low"] < d["mean"] < d["ci95_high"], round(d["sd"], 3)
+        (0.05, True, 0.05)
     """
     diffs = [x - y for x, y in zip(a, b)]
     n, mean = len(diffs), statistics.fmean(diffs)
     if n < 2:
-        return {"n": n, "mean": mean, "ci95_low": float("nan"), "ci95_high": float("nan")}
+        return {"n": n, "mean": mean, "ci95_low": float("nan"), "ci95_high": float("nan"), "sd": float("nan")}
     from scipy.stats import t
 
-    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n)
-    return {"n": n, "mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+    sd = statistics.stdev(diffs)
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "sd": sd}
 
 
 def verdict(d: Dict[str, float], above: str = "better", below: str = "worse") -> str:
