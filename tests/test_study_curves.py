@@ -270,3 +270,18 @@ def test_the_report_renders_from_records(tmp_path):
     text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
     assert "## Verdict" in text and "proxy versus baseline: no detectable difference at any size" in text
     assert "## Seed plan" in text and "| 2,560 | 600 | proxy - baseline |" in text
+
+
+def test_the_verdict_says_too_few_seeds_where_fewer_than_three_ran(tmp_path):
+    from benchmarks.study.curves_report import curves_markdown
+    from benchmarks.env import environment
+
+    law = lambda n: 1 - (3.0 * n ** -0.4 + 0.04)  # noqa: E731
+    study = Study(sizes=[600], steps=[2560], eval_every=1280, out=str(tmp_path))
+    records = _synthetic(law, 1.0, seeds=(0, 1))
+    text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
+    assert "proxy versus baseline: too few seeds to tell at any size" in text
+    records = _synthetic(law, 1.0) + [r for r in _synthetic(law, 1.0, seeds=(3,), sizes=(600,))]  # 600 has 4 seeds,
+    records = [r for r in records if not (r["seed"] == 2 and r["subset_size"] == 60000)]  # 60,000 only 2
+    text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
+    assert "no detectable difference where 3 or more seeds ran; too few seeds to tell at 60,000" in text

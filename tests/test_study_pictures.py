@@ -71,7 +71,7 @@ def test_an_arm_has_one_colour_in_every_plot(tmp_path, figures):
         assert labels == arms and bars == [want[a] for a in arms], name
     # the curves study colours its arms the same way
     curve_records = [{"arm": a, "steps": 10, "subset_size": 100, "eval_steps": [5, 10], "test_acc_curve": [0.5, 0.6]} for a, _ in ARMS]
-    comps = [{"arm": a, "versus": "baseline", "size": 100, "mean": 0.01, "adj_low": 0.0, "adj_high": 0.02} for a, _ in ARMS[1:]]
+    comps = [{"arm": a, "versus": "baseline", "size": 100, "n": 3, "mean": 0.01, "adj_low": 0.0, "adj_high": 0.02} for a, _ in ARMS[1:]]
     summary = {"d / m": {"arms": {a: {} for a, _ in ARMS}, "sizes": [100], "comparisons": comps,
                          "per_size": {100: {"arms": {a: {"test_acc": {"mean": 0.6, "std": 0.01}} for a, _ in ARMS}}}}}
     curve_plots(str(tmp_path), curve_records, summary, [a for a, _ in ARMS])
@@ -180,3 +180,19 @@ def test_a_run_titles_its_grids_with_arm_seed_and_refresh(tmp_path, figures):
         assert rows and all(re.fullmatch(r"true: \d\npredicted: \d\n\((right|wrong)\)", r) for r in rows), rows
     assert "![shortcut-digits / cnn / proxy: what the arm did at its first refresh (seed 1)](grids/shortcut-digits-cnn-proxy-seed1-refresh1.png)" \
         in (tmp_path / "report.md").read_text()
+
+
+def test_the_curve_differences_leave_out_sizes_with_fewer_than_three_seeds(tmp_path, figures):
+    comps = [{"arm": "proxy", "versus": "baseline", "size": n, "n": k, "mean": 0.01, "adj_low": -0.01, "adj_high": 0.03}
+             for n, k in ((100, 3), (200, 2))] + [{"arm": "random-mask", "versus": "baseline", "size": 100, "n": 2, "mean": 0.0,
+                                                  "adj_low": -0.9, "adj_high": 0.9}]
+    records = [{"arm": a, "steps": 10, "subset_size": n, "eval_steps": [5, 10], "test_acc_curve": [0.5, 0.6]}
+               for a in ("baseline", "proxy", "random-mask") for n in (100, 200)]
+    arms = {a: {"test_acc": {"mean": 0.6, "std": 0.01}} for a in ("baseline", "proxy", "random-mask")}
+    summary = {"d / m": {"arms": {a: {} for a in arms}, "sizes": [100, 200], "comparisons": comps,
+                         "per_size": {100: {"arms": arms}, 200: {"arms": arms}}}}
+    curve_plots(str(tmp_path), records, summary, list(arms))
+    ax = figures["curve-differences.png"].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["proxy"]  # random-mask: 2 seeds only
+    (bars,) = [c for c in ax.containers if c.get_label() == "proxy"]
+    assert len(bars.lines[0].get_xdata()) == 1  # proxy at 200: 2 seeds only

@@ -176,6 +176,10 @@ def _verdict(summary: Dict[str, Any]) -> List[str]:
             inter = next((i for i in g["interaction"] if i["arm"] == arm and i["versus"] == "baseline"), None)
             slope = (f"; gap per doubling of the data {_pp(inter['mean'])} pp {_ci(inter)}" if inter and not math.isnan(inter["ci95_low"]) else "")
             what = ("better at " + ", ".join(better) if better else "") + ("; " if better and worse else "") + ("worse at " + ", ".join(worse) if worse else "")
+            few = [f"{c['size']:,}" for c in cs if c["verdict"] == "too few seeds to tell"]
+            if not what and few:  # fewer than 3 paired seeds: no verdict there
+                what = ("too few seeds to tell at any size" if len(few) == len(cs)
+                        else f"no detectable difference where 3 or more seeds ran; too few seeds to tell at {', '.join(few)}")
             lines.append(f"- {arm} versus baseline: {what or 'no detectable difference at any size'} "
                          f"(differences {', '.join(_pp(c['mean']) for c in cs)} pp from the smallest size up){span}{slope}.")
         lines.append("")
