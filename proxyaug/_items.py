@@ -4,14 +4,15 @@ as a pair ``(image, label)`` or a mapping with the keys ``"image"`` and ``"label
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Dict, Tuple
 
 import torch
 
 from ._checks import check_unit_range, describe
 
-__all__ = ["IMAGE_KEY", "LABEL_KEY", "IDX_KEY", "check_item", "check_first_item", "with_row"]
+__all__ = ["IMAGE_KEY", "LABEL_KEY", "IDX_KEY", "check_item", "check_first_item", "with_image", "with_row"]
 
 # The keys of a dict item or batch, everywhere in proxyaug: the image(s), the label(s), the bank row(s).
 IMAGE_KEY, LABEL_KEY, IDX_KEY = "image", "label", "idx"
@@ -91,7 +92,8 @@ def check_first_item(dataset: Any) -> None:
 
 def with_row(item: Any, x: Any, y: Any, row: int) -> Any:
     """The item a [`ProxyDataset`][proxyaug.ProxyDataset] yields: ``(x, y, row)`` for a pair, and for a
-    mapping a ``dict`` of its keys with the image replaced by ``x`` and the bank row added under ``"idx"``.
+    mapping a copy of it (``with_image``) with the image replaced by
+    ``x`` and the bank row added under ``"idx"``.
 
     Examples:
         >>> with_row((0, 1), "x", 1, 7)
@@ -101,6 +103,14 @@ def with_row(item: Any, x: Any, y: Any, row: int) -> Any:
     """
     if not isinstance(item, Mapping):
         return x, y, row
-    out: Dict[str, Any] = dict(item)
-    out[IMAGE_KEY], out[IDX_KEY] = x, row
+    out = with_image(item, x)
+    out[IDX_KEY] = row
+    return out
+
+
+def with_image(batch: Mapping[str, Any], image: Any) -> Dict[str, Any]:
+    """A copy of the mapping ``batch`` with ``image`` under ``"image"``: its own type where it is a
+    mutable mapping (a ``defaultdict``, an ``OrderedDict``), a ``dict`` for a read-only one."""
+    out = dict(batch) if type(batch) is dict or not isinstance(batch, MutableMapping) else copy.copy(batch)
+    out[IMAGE_KEY] = image
     return out

@@ -29,7 +29,8 @@ from ._checks import as_index, check_choice, check_images, check_index_bounds, c
 from ._device import compiling
 from .bank import MaskBank
 from .functional import upsample_maps
-from .transform import _batch_size, _rebuilt, _unpack, _with_image
+from ._items import IDX_KEY, IMAGE_KEY, LABEL_KEY, with_image
+from .transform import _batch_size, _rebuilt, _unpack
 
 __all__ = ["SalientMix", "KeepCutout"]
 
@@ -202,16 +203,16 @@ def _unpack_labelled(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Any, Callable[.
         return inputs[0], inputs[1], inputs[2], lambda image, label: (image, label, inputs[2])
     batch = inputs[0] if len(inputs) == 1 else None
     if isinstance(batch, Mapping):
-        key = next((k for k in ("label", "labels") if k in batch), None)
-        if key is None or "image" not in batch or "idx" not in batch:
+        key = next((k for k in (LABEL_KEY, LABEL_KEY + "s") if k in batch), None)
+        if key is None or IMAGE_KEY not in batch or IDX_KEY not in batch:
             raise KeyError(f"the batch dict needs the keys 'image', 'label' (or 'labels') and 'idx'; got the keys {list(batch)}.")
 
         def pack(image: Any, label: Any) -> Dict[str, Any]:
-            out = _with_image(batch, image)
+            out = with_image(batch, image)
             out[key] = label
             return out
 
-        return batch["image"], batch[key], batch["idx"], pack
+        return batch[IMAGE_KEY], batch[key], batch[IDX_KEY], pack
     if isinstance(batch, (tuple, list)) and len(batch) == 3:
         return batch[0], batch[1], batch[2], lambda image, label: _rebuilt(batch, [image, label, batch[2]])
     got = f"{len(inputs)} arguments" if len(inputs) != 1 else describe(batch)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import numbers
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -12,7 +11,7 @@ from torch import nn
 from . import functional as F
 from ._checks import as_index, check_choice, check_images, check_index_bounds, check_unit_interval, check_unit_range, describe
 from ._device import compiling
-from ._items import IDX_KEY, IMAGE_KEY  # the keys of a dict input; every other key passes through
+from ._items import IDX_KEY, IMAGE_KEY, with_image  # the keys of a dict input; every other key passes through
 from .bank import MaskBank
 
 __all__ = ["ProxyTransform"]
@@ -268,17 +267,11 @@ def _unpack(inputs: Tuple[Any, ...]) -> Tuple[Any, Any, Callable[[Any], Any]]:
         missing = [k for k in (IMAGE_KEY, IDX_KEY) if k not in batch]
         if missing:
             raise KeyError(f"the batch dict lacks {missing}; got the keys {list(batch)}. Expected the keys 'image' and 'idx'.")
-        return batch[IMAGE_KEY], batch[IDX_KEY], lambda image: _with_image(batch, image)
+        return batch[IMAGE_KEY], batch[IDX_KEY], lambda image: with_image(batch, image)
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[0], batch[-1], lambda image: _rebuilt(batch, [image, *batch[1:]])
     got = describe(batch) if inputs else "nothing"
     raise TypeError(f"ProxyTransform needs the images and their idx; got {got}. {_USAGE}.")
-
-
-def _with_image(batch: Mapping[str, Any], image: Any) -> Dict[str, Any]:
-    out = dict(batch) if type(batch) is dict or not isinstance(batch, MutableMapping) else copy.copy(batch)
-    out[IMAGE_KEY] = image
-    return out
 
 
 def _rebuilt(batch: Union[tuple, list], items: list) -> Union[tuple, list]:
