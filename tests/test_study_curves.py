@@ -285,3 +285,24 @@ def test_the_verdict_says_too_few_seeds_where_fewer_than_three_ran(tmp_path):
     records = [r for r in records if not (r["seed"] == 2 and r["subset_size"] == 60000)]  # 60,000 only 2
     text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
     assert "no detectable difference where 3 or more seeds ran; too few seeds to tell at 60,000" in text
+
+
+def test_the_summary_compares_the_pairs_the_config_names():
+    """A map-guided arm is compared with its map-free version when the config names it (``compare``)."""
+    law = lambda n: 1 - (3.0 * n ** -0.4 + 0.04)  # noqa: E731
+    records = []
+    for arm, kind, worth in (("baseline", "none", 1.0), ("cutout-batch", "cutout-batch", 1.0), ("keep-cutout", "keep-cutout", 2.0)):
+        for r in _synthetic(law, worth, sizes=(600,)):
+            if r["arm"] == "proxy":
+                records.append({**r, "arm": arm, "kind": kind})
+            elif arm == "baseline":
+                records.append(r)
+    arms = [{"name": "baseline", "kind": "none"}, {"name": "cutout-batch", "kind": "cutout-batch"},
+            {"name": "keep-cutout", "kind": "keep-cutout", "compare": ["cutout-batch", "absent"]}]
+    (g,) = curves.curve_summary(records, Study(arms=arms)).values()
+    pairs = [(c["arm"], c["versus"]) for c in g["comparisons"]]
+    assert pairs == [("cutout-batch", "baseline"), ("keep-cutout", "baseline"), ("keep-cutout", "cutout-batch")]
+    (c,) = [c for c in g["comparisons"] if c["versus"] == "cutout-batch"]
+    assert c["mean"] == pytest.approx(law(1200) - law(600))
+    (g,) = curves.curve_summary(records, Study()).values()
+    assert ("keep-cutout", "cutout-batch") not in [(c["arm"], c["versus"]) for c in g["comparisons"]]

@@ -150,11 +150,14 @@ def interaction(by_seed: Dict[int, Dict[int, float]]) -> Dict[str, float]:
 
 
 def _pairs(study: Any, arms: List[str], kinds: Dict[str, str]) -> List[Tuple[str, str]]:
-    """Which arms are compared: each with the baseline, each Proxy Attention arm with each control."""
+    """Which arms are compared: each with the baseline, each Proxy Attention arm with each control,
+    and the pairs the config names (an arm's ``compare``, e.g. a map-guided rule and its map-free version)."""
     out = [(a, "baseline") for a in arms if a != "baseline"]
     controls = [c for c in arms if arm_kind(kinds[c]).control]
     out += [(a, c) for a in arms if arm_kind(kinds[a]).proxy_like for c in controls]
-    return out
+    named = {a["name"]: a.get("compare") or [] for a in getattr(study, "arms", None) or []}
+    out += [(a, c) for a in arms for c in named.get(a, []) if c in arms and c != a]
+    return list(dict.fromkeys(out))
 
 
 def _effect(size: int, small: int) -> float:
