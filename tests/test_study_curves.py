@@ -287,8 +287,12 @@ def test_the_verdict_says_too_few_seeds_where_fewer_than_three_ran(tmp_path):
     assert "no detectable difference where 3 or more seeds ran; too few seeds to tell at 60,000" in text
 
 
-def test_the_summary_compares_the_pairs_the_config_names():
-    """A map-guided arm is compared with its map-free version when the config names it (``compare``)."""
+def test_the_summary_compares_the_pairs_the_config_names(tmp_path):
+    """A map-guided arm is compared with its map-free version when the config names it (``compare``),
+    and the verdict gives that pair a line of its own."""
+    from benchmarks.env import environment
+    from benchmarks.study.curves_report import curves_markdown
+
     law = lambda n: 1 - (3.0 * n ** -0.4 + 0.04)  # noqa: E731
     records = []
     for arm, kind, worth in (("baseline", "none", 1.0), ("cutout-batch", "cutout-batch", 1.0), ("keep-cutout", "keep-cutout", 2.0)):
@@ -304,5 +308,8 @@ def test_the_summary_compares_the_pairs_the_config_names():
     assert pairs == [("cutout-batch", "baseline"), ("keep-cutout", "baseline"), ("keep-cutout", "cutout-batch")]
     (c,) = [c for c in g["comparisons"] if c["versus"] == "cutout-batch"]
     assert c["mean"] == pytest.approx(law(1200) - law(600))
+    study = Study(arms=arms, sizes=[600], steps=[2560], eval_every=1280, out=str(tmp_path))
+    text = curves_markdown(study, records, curves.curve_summary(records, study), environment("cpu"), "cmd", None)
+    assert "- keep-cutout versus cutout-batch: better at 600 (differences +" in text
     (g,) = curves.curve_summary(records, Study()).values()
     assert ("keep-cutout", "cutout-batch") not in [(c["arm"], c["versus"]) for c in g["comparisons"]]

@@ -162,28 +162,33 @@ FASHION_CLASSES = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 
 
 def _verdict(summary: Dict[str, Any]) -> List[str]:
+    """Each arm against the baseline, then each other pair the summary compares (Proxy Attention
+    against its controls, the pairs the config names), one line per pair and budget."""
     lines = ["## Verdict", ""]
     for group, g in summary.items():
         lines.append(f"**{group}**:")
-        for arm in g["arms"]:
-            cs = [c for c in g["comparisons"] if c["arm"] == arm and c["versus"] == "baseline"]
-            if not cs:
-                continue
-            better = [f"{c['size']:,}" for c in cs if c["verdict"] == "better"]
-            worse = [f"{c['size']:,}" for c in cs if c["verdict"] == "worse"]
-            det = [c["detectable"] for c in cs if not math.isinf(c["detectable"])]
-            span = f"; the seeds run detect {100 * min(det):.2f} to {100 * max(det):.2f} pp with 80 % power" if det else ""
-            inter = next((i for i in g["interaction"] if i["arm"] == arm and i["versus"] == "baseline"), None)
-            slope = (f"; gap per doubling of the data {_pp(inter['mean'])} pp {_ci(inter)}" if inter and not math.isnan(inter["ci95_low"]) else "")
-            what = ("better at " + ", ".join(better) if better else "") + ("; " if better and worse else "") + ("worse at " + ", ".join(worse) if worse else "")
-            few = [f"{c['size']:,}" for c in cs if c["verdict"] == "too few seeds to tell"]
-            if not what and few:  # fewer than 3 paired seeds: no verdict there
-                what = ("too few seeds to tell at any size" if len(few) == len(cs)
-                        else f"no detectable difference where 3 or more seeds ran; too few seeds to tell at {', '.join(few)}")
-            lines.append(f"- {arm} versus baseline: {what or 'no detectable difference at any size'} "
-                         f"(differences {', '.join(_pp(c['mean']) for c in cs)} pp from the smallest size up){span}{slope}.")
+        pairs = list(dict.fromkeys((c["arm"], c["versus"]) for c in g["comparisons"]))
+        for arm, versus in sorted(pairs, key=lambda p: p[1] != "baseline"):
+            lines.append(_verdict_line(g, arm, versus))
         lines.append("")
     return lines
+
+
+def _verdict_line(g: Dict[str, Any], arm: str, versus: str) -> str:
+    cs = [c for c in g["comparisons"] if (c["arm"], c["versus"]) == (arm, versus)]
+    better = [f"{c['size']:,}" for c in cs if c["verdict"] == "better"]
+    worse = [f"{c['size']:,}" for c in cs if c["verdict"] == "worse"]
+    det = [c["detectable"] for c in cs if not math.isinf(c["detectable"])]
+    span = f"; the seeds run detect {100 * min(det):.2f} to {100 * max(det):.2f} pp with 80 % power" if det else ""
+    inter = next((i for i in g["interaction"] if (i["arm"], i["versus"]) == (arm, versus)), None)
+    slope = (f"; gap per doubling of the data {_pp(inter['mean'])} pp {_ci(inter)}" if inter and not math.isnan(inter["ci95_low"]) else "")
+    what = ("better at " + ", ".join(better) if better else "") + ("; " if better and worse else "") + ("worse at " + ", ".join(worse) if worse else "")
+    few = [f"{c['size']:,}" for c in cs if c["verdict"] == "too few seeds to tell"]
+    if not what and few:  # fewer than 3 paired seeds: no verdict there
+        what = ("too few seeds to tell at any size" if len(few) == len(cs)
+                else f"no detectable difference where 3 or more seeds ran; too few seeds to tell at {', '.join(few)}")
+    return (f"- {arm} versus {versus}: {what or 'no detectable difference at any size'} "
+            f"(differences {', '.join(_pp(c['mean']) for c in cs)} pp from the smallest size up){span}{slope}.")
 
 
 def _seed_plan(study: Study, summary: Dict[str, Any], records: List[Dict[str, Any]], hours: float = 6.0, processes: int = 2) -> List[str]:
