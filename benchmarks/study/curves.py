@@ -155,7 +155,7 @@ def _pairs(study: Any, arms: List[str], kinds: Dict[str, str]) -> List[Tuple[str
     out = [(a, "baseline") for a in arms if a != "baseline"]
     controls = [c for c in arms if arm_kind(kinds[c]).control]
     out += [(a, c) for a in arms if arm_kind(kinds[a]).proxy_like for c in controls]
-    named = {a["name"]: a.get("compare") or [] for a in getattr(study, "arms", None) or []}
+    named = {a["name"]: a.get("compare") or [] for a in study.arms}
     out += [(a, c) for a in arms for c in named.get(a, []) if c in arms and c != a]
     return list(dict.fromkeys(out))
 
