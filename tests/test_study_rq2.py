@@ -17,8 +17,9 @@ from benchmarks.data import load_data  # noqa: E402
 from benchmarks.study import main, models  # noqa: E402
 from benchmarks.study.compare import GRID, comparison_set, compare_path, measure_compare, save_compare  # noqa: E402
 from benchmarks.study.compare_report import compare_report  # noqa: E402
-from benchmarks.study.compare_stats import summarize_compare  # noqa: E402
+from benchmarks.study.compare_stats import load_artifacts, summarize_compare  # noqa: E402
 from benchmarks.study.config import Study, load_study  # noqa: E402
+from benchmarks.study.curves import detectable  # noqa: E402
 from benchmarks.study.explain import explanation_set  # noqa: E402
 from benchmarks.study.loop import train_run  # noqa: E402
 from benchmarks.study.runner import complete, load_done, plan, run_key  # noqa: E402
@@ -315,3 +316,34 @@ def test_no_vit_measured_yet_gives_a_short_section(tmp_path):
     records = [r for r in _synthetic(tmp_path, study) if r["model"] == "cnn"]
     assert summarize_compare({}, records) == {}
     assert "Not yet" in "\n".join(compare_report(study, records))
+
+
+def test_the_power_table_states_what_the_seeds_can_see_against_the_way_to_the_ceiling(tmp_path):
+    study = Study(out=str(tmp_path), compare=N, size=28, seeds=list(SEEDS))
+    records = _synthetic(tmp_path, study)
+    text = "\n".join(compare_report(study, records))
+    g = json.loads((tmp_path / "compare.json").read_text())["groups"]["synthetic / cnn"]
+    rows = {(r["arm"], r["versus"], r["measure"]): r for r in g["power"]}
+    headline = ("spearman_rollout", "spearman_legrad", "kappa", "occlusion_random_auc_gap", "shuffle_auc_gap")
+    assert set(rows) == {(c["arm"], c["versus"], c["measure"]) for c in g["comparisons"] if c["measure"] in headline}
+    for (arm, versus, m), r in rows.items():
+        c = next(c for c in g["comparisons"] if (c["arm"], c["versus"], c["measure"]) == (arm, versus, m))
+        assert r["n"] == c["n"] == len(SEEDS) and r["sd"] == pytest.approx(c["sd"])
+        assert r["detectable"] == pytest.approx(detectable(c["sd"], c["n"]))
+    # the way from the baseline to the ViT's ceiling: agreement and kappa as they are, a gap as minus its distance
+    base, ceiling = g["pairs"]["baseline"], g["brackets"]["ceiling_vit"]
+    for m in ("spearman_rollout", "spearman_legrad"):
+        r = rows[("copy", "baseline", m)]
+        assert r["way"] == pytest.approx(ceiling[m]["mean"] - base[m]["mean"]) and r["way"] > 0.3
+        assert r["share"] == pytest.approx(r["detectable"] / r["way"])
+        assert detectable(r["sd"], r["seeds"]) <= 0.25 * r["way"] < detectable(r["sd"], r["seeds"] - 1) or r["seeds"] == 2
+    # the synthetic ViT's seeds err independently: its ceiling's kappa is no nearer than the baseline's, so no way, no share
+    r = rows[("copy", "baseline", "kappa")]
+    assert r["way"] == pytest.approx(ceiling["kappa"]["mean"] - base["kappa"]["mean"]) and r["way"] <= 0
+    assert math.isnan(r["share"]) and math.isnan(r["seeds"])
+    assert "What these seeds can see on the verdict's measures" in text and "| copy | baseline | Spearman with rollout | 5 |" in text
+    # with two seeds the table still plans; with one there is nothing to say
+    two = [r for r in records if r["seed"] < 2]
+    assert all(r["n"] == 2 for r in summarize_compare(load_artifacts(study, two), two)["synthetic / cnn"]["power"])
+    one = [r for r in records if r["seed"] == 0]
+    assert summarize_compare(load_artifacts(study, one), one)["synthetic / cnn"]["power"] == []

@@ -6,12 +6,13 @@ its plots, from the runs' measurements (``benchmarks.study.compare``, statistics
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Dict, List
 
 from .compare import CNN_METHODS
 from .compare_plots import agreement_plot, occlusion_plot
-from .compare_stats import AREAS, HEADLINE, TOP, load_artifacts, summarize_compare
+from .compare_stats import AREAS, HEADLINE, MATTERS, TOP, load_artifacts, summarize_compare
 from .config import Study
 from .plots import arm_colors
 from .text import slug
@@ -47,6 +48,33 @@ def _diff(c: Dict[str, Any]) -> str:
     gap = c["measure"].endswith("_gap")  # closeness of an area: minus the gap, in percentage points
     s, unit, digits = (100, " pp", 2) if gap else (1, "", 3)
     return f"{s * c['mean']:+.{digits}f}{unit} [{s * c['ci95_low']:+.{digits}f}, {s * c['ci95_high']:+.{digits}f}]"
+
+
+def _num(measure: str, value: float) -> str:
+    """A value of ``measure`` in its units: an area's distance in percentage points, else as it is."""
+    if math.isnan(value):
+        return "—"
+    return f"{100 * value:.2f} pp" if measure.endswith("_gap") else f"{value:.3f}"
+
+
+def _power_table(g: Dict[str, Any]) -> List[str]:
+    """What the seeds can see on the headline measures (``compare_stats.power``)."""
+    if not g.get("power"):
+        return []
+    lines = [f"What these seeds can see on the verdict's measures: *paired sd*, the spread of the per-seed differences; *detectable*, "
+             "the smallest move toward the ViT that this many seeds detect with 80 % power at the 95 % level (per interval); "
+             "*way to the ceiling*, how much nearer the ViT two ViT seeds are to each other than the CNN baseline is to the ViT "
+             f"(the most a CNN could move); *seeds for {100 * MATTERS:.0f} %*: the paired seeds a move of {100 * MATTERS:.0f} % of that way needs "
+             "at this spread (a pilot's estimate while the seeds are few).", "",
+             "| arm | versus | measure | seeds | paired sd | detectable | way to the ceiling | detectable, share of the way | "
+             f"seeds for {100 * MATTERS:.0f} % |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in g["power"]:
+        m = r["measure"]
+        share = "—" if math.isnan(r["share"]) else f"{r['share']:.0%}"
+        seeds = "—" if math.isnan(r["seeds"]) else (f"> {r['seeds']}" if r["seeds"] >= 1000 else str(r["seeds"]))
+        lines.append(f"| {r['arm']} | {r['versus']} | {measure_name(m)} | {r['n']} | {_num(m, r['sd'])} | {_num(m, r['detectable'])} | "
+                     f"{_num(m, r['way'])} | {share} | {seeds} |")
+    return lines + [""]
 
 
 def _verdict_lines(groups: Dict[str, Any]) -> List[str]:
@@ -104,7 +132,7 @@ def _group_lines(group: str, g: Dict[str, Any]) -> List[str]:
              "an area by minus its distance to the ViT's, the absolute difference: positive is nearer the ViT):", "",
              "| arm | versus | measure | difference (95 % CI) | |", "|---|---|---|---|---|"]
     lines += [f"| {c['arm']} | {c['versus']} | {measure_name(c['measure'])} | {_diff(c)} | {c['direction']} |" for c in g["comparisons"]]
-    return lines + ["", f"![{group}: accuracy under patch drop and shuffle](compare-occlusion-{name}.png)", "",
+    return lines + ["", *_power_table(g), f"![{group}: accuracy under patch drop and shuffle](compare-occlusion-{name}.png)", "",
                     f"![{group}: agreement with the ViT's maps](compare-agreement-{name}.png)", ""]
 
 

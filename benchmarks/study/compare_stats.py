@@ -22,11 +22,17 @@ control's, by the paired difference and its 95 % t-interval (``stats.paired``). 
 of the issue: "Proxy Attention approximates ViT attention" only if a Proxy Attention arm moves
 toward the ViT on every ``HEADLINE`` measure by more than seed spread (the interval against the
 baseline above 0) and more than every control (the intervals against them above 0 too).
+
+**Power** (``power``): per headline comparison, the smallest move toward the ViT its seeds detect,
+against the way from the CNN baseline to the ViT's ceiling, and the seeds a move of a quarter of
+that way (``MATTERS``) needs at the measured spread.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -36,6 +42,7 @@ from proxyaug import metrics as M
 from .arms import arm_kind
 from .compare import compare_path
 from .config import Study
+from .curves import detectable, seeds_for
 from .stats import describe, paired, verdict
 
 AREAS = ("occlusion_random_auc", "occlusion_salient_auc", "shuffle_auc")
@@ -43,6 +50,8 @@ AREAS = ("occlusion_random_auc", "occlusion_salient_auc", "shuffle_auc")
 HEADLINE = ("spearman_rollout", "spearman_legrad", "kappa", "occlusion_random_auc_gap", "shuffle_auc_gap")
 FLOOR_SEED = 41_000  # the noise floor of seed s: uniform noise from a generator seeded 41_000 + s
 TOP = 0.1  # top-10 % IoU
+#: the move that matters, for planning seeds: this share of the way from the CNN baseline to the ViT's ceiling
+MATTERS = 0.25
 Art = Dict[str, Any]
 Key = Tuple[str, str, str, int]  # dataset, model, arm, seed
 
@@ -161,6 +170,27 @@ def arm_verdict(arm: str, comparisons: List[Dict[str, Any]], baseline: str, cont
     return {"verdict": text, "passed": passed, "headline": headline, "controls": controls}
 
 
+def power(comps: List[Dict[str, Any]], base: Dict[int, Dict[str, float]], ceiling: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
+    """What the seeds can see on the ``HEADLINE`` measures, per comparison: the paired spread ``sd``,
+    the smallest move toward the ViT its seeds detect (``detectable``: 80 % power, 95 % level, per
+    interval), ``way``, how far the CNN baseline (``base``, its measures by seed) is from the ViT's
+    ceiling (two ViT seeds: as close as a retrained model gets), in the measure's closeness, the
+    detectable move as a ``share`` of it, and the seeds a move of ``MATTERS`` of the way needs
+    (``seeds``); ``nan`` where the baseline is at or beyond the ceiling or no ceiling was measured."""
+    rows = []
+    for c in comps:
+        m = c["measure"]
+        if m not in HEADLINE or c["n"] < 2 or math.isnan(c["sd"]):
+            continue
+        start = statistics.fmean(closeness(m, d[m]) for d in base.values())
+        way = closeness(m, ceiling[m]["mean"]) - start if m in ceiling else math.nan  # a ceiling's gaps are distances already
+        found = detectable(c["sd"], c["n"])
+        plan = seeds_for(c["sd"], MATTERS * way, most=1000) if way > 0 else math.nan
+        rows.append({"arm": c["arm"], "versus": c["versus"], "measure": m, "n": c["n"], "sd": c["sd"], "detectable": found,
+                     "way": way, "share": found / way if way > 0 else math.nan, "seeds": plan})
+    return rows
+
+
 def _own(rs: Dict[int, Art]) -> Dict[str, Dict[str, float]]:
     """Each run's own numbers (curves left out), described over its seeds."""
     return _described({s: {k: x for k, x in run_measures(r).items() if not k.endswith("_curve")} for s, r in rs.items()})
@@ -184,14 +214,16 @@ def _group(arts: Dict[Key, Art], dataset: str, cnn: str, vit_model: str, kinds: 
     controls = [a for a in arms if arm_kind(kinds[a]).control]
     comps = [c for a in arms if a != base for c in _compare(a, base, by)]
     comps += [c for a in arms if arm_kind(kinds[a]).proxy_like for ctl in controls for c in _compare(a, ctl, by)]
+    brackets = _brackets(runs(cnn, base), vit)
     return {
         "cnn": cnn, "vit": vit_model, "vit_arm": vit_base, "baseline": base, "seeds": sorted(vit),
         "methods": list(next(iter(vit.values()))["methods"]), "fractions": next(iter(vit.values()))["fractions"],
         "grids": next(iter(vit.values()))["grids"], "pairs": {a: _described(by[a]) for a in arms if by[a]},
         "runs": {a: _own(runs(cnn, a)) for a in arms}, "vit_runs": _own(vit),
         "curves": {a: _curves(runs(cnn, a)) for a in arms}, "vit_curves": _curves(vit),
-        "brackets": _brackets(runs(cnn, base), vit), "comparisons": comps,
+        "brackets": brackets, "comparisons": comps,
         "verdicts": {a: arm_verdict(a, comps, base, controls) for a in arms if arm_kind(kinds[a]).proxy_like},
+        "power": power(comps, by[base], brackets.get("ceiling_vit", {})),
     }
 
 
