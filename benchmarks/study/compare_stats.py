@@ -182,7 +182,7 @@ def power(comps: List[Dict[str, Any]], base: Dict[int, Dict[str, float]], ceilin
         m = c["measure"]
         if m not in HEADLINE or c["n"] < 2 or math.isnan(c["sd"]):
             continue
-        start = statistics.fmean(closeness(m, d[m]) for d in base.values())
+        start = statistics.fmean(closeness(m, d[m]) for d in base.values()) if base else math.nan
         way = closeness(m, ceiling[m]["mean"]) - start if m in ceiling else math.nan  # a ceiling's gaps are distances already
         found = detectable(c["sd"], c["n"])
         plan = seeds_for(c["sd"], MATTERS * way, most=1000) if way > 0 else math.nan
